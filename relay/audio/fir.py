@@ -23,11 +23,9 @@ DESIGN_ATTENUATION_DB = 80.0
 #: input sample, i.e. < -85 dB error at 8 kHz), so that odd rate pairs do not need huge tables.
 MAX_PHASES = 4096
 
-#: Outputs whose positions and coefficient rows are precomputed past one phase cycle (covers typical frames).
-PRECOMPUTED_OUTPUTS = 4096
-
-#: Largest precomputed coefficient sequence (floats) kept per rate pair; beyond it rows are gathered per call.
-MAX_PRECOMPUTED_COEFS = 1 << 20
+#: Largest one-cycle matrix (floats) for which a rate pair is run as one matrix product per frame; rarer rate
+#: pairs with longer phase cycles gather each output's window instead.
+MAX_CYCLE_MATRIX = 1 << 17
 
 IntArray = npt.NDArray[np.int64]
 
@@ -77,8 +75,10 @@ def kaiser_beta(attenuation_db: float) -> float:
 class FilterBank:
     """Everything a stream needs for one rate pair; immutable and shared.
 
-    Output sample k sits at input position p = k*down/up. It is the dot product of ``rows[row[k]]`` with the
-    ``taps`` input samples starting at ``floor(p) - half + 1``. ``pos[k]`` is ``floor(p)``.
+    Output k sits at input position p = k*down/up. It is the dot product of ``rows[row(k)]`` with the ``taps``
+    input samples starting at ``floor(p) - half + 1``. Outputs repeat their phases every ``up`` outputs, during
+    which the input advances by ``down`` samples; ``cycle`` (``span`` x ``up``), when present, holds one whole
+    cycle as a banded matrix acting on the ``span`` input samples that start at ``-half + 1``.
     """
 
     in_rate: int
@@ -89,32 +89,32 @@ class FilterBank:
     taps: int
     spec: LowPassSpec
     rows: Float32Array
-    pos: IntArray
-    row: IntArray
-    coefs: Float32Array | None
+    cycle: Float32Array | None
 
-    def positions(self, k0: int, k1: int) -> tuple[IntArray, IntArray, Float32Array]:
-        """Integer input positions, phase rows and coefficient rows of outputs k0..k1-1."""
-        if k1 <= len(self.pos):
-            row = self.row[k0:k1]
-            coefs = self.rows[row] if self.coefs is None else self.coefs[k0:k1]
-            return self.pos[k0:k1], row, coefs
-        pos, row = _sequence(k0, k1, self.up, self.down, len(self.rows) - 1)
-        return pos, row, self.rows[row]
+    @property
+    def span(self) -> int:
+        """Input samples one phase cycle reads, counted from the first tap of its first output."""
+        return self.position(self.up - 1) + self.taps
 
-    def next_position(self, k: int) -> int:
+    @property
+    def delay_seconds(self) -> float:
+        """Design group delay: the look-ahead of the linear-phase kernel."""
+        return self.half / self.in_rate
+
+    def position(self, k: int) -> int:
         """floor(k*down/up): the integer input position of output k."""
         return (k * self.down) // self.up
 
-
-def _sequence(k0: int, k1: int, up: int, down: int, phases: int) -> tuple[IntArray, IntArray]:
-    num = np.arange(k0, k1, dtype=np.int64) * down
-    pos = num // up
-    frac = num - pos * up
-    if phases == up:
-        return pos, frac
-    # Quantised phases: round to the nearest of ``phases`` positions; row ``phases`` is the kernel at 1.0.
-    return pos, (frac * (2 * phases) + up) // (2 * up)
+    def windows(self, k0: int, k1: int) -> tuple[IntArray, Float32Array]:
+        """Integer input positions and coefficient rows of outputs k0..k1-1."""
+        num = np.arange(k0, k1, dtype=np.int64) * self.down
+        pos = num // self.up
+        frac = num - pos * self.up
+        phases = len(self.rows) - 1
+        if phases != self.up:
+            # Quantised phases: nearest of ``phases`` positions; row ``phases`` is the kernel at 1.0.
+            frac = (frac * (2 * phases) + self.up) // (2 * self.up)
+        return pos, self.rows[frac]
 
 
 def _kernel_rows(spec: LowPassSpec, in_rate: int, half: int, phases: int) -> Float32Array:
@@ -131,21 +131,28 @@ def _kernel_rows(spec: LowPassSpec, in_rate: int, half: int, phases: int) -> Flo
     return rows
 
 
+def _cycle_matrix(rows: Float32Array, up: int, down: int, taps: int) -> Float32Array:
+    span = ((up - 1) * down) // up + taps
+    cycle = np.zeros((span, up), dtype=np.float32)
+    for r in range(up):
+        pos = (r * down) // up
+        cycle[pos : pos + taps, r] = rows[r]
+    cycle.flags.writeable = False
+    return cycle
+
+
 @lru_cache(maxsize=32)
 def filter_bank(in_rate: int, out_rate: int) -> FilterBank:
-    """Build (once per rate pair) the polyphase table and the precomputed output positions."""
+    """Build (once per rate pair) the polyphase table and, when small enough, the one-cycle matrix."""
     g = math.gcd(in_rate, out_rate)
     up, down = out_rate // g, in_rate // g
     spec = low_latency_spec(in_rate, out_rate)
+    # At least enough look-ahead that one output step never skips past the retained history.
     half = max(math.ceil(spec.half_length_seconds * in_rate), math.ceil(down / up) + 1)
+    taps = 2 * half
     phases = up if up <= MAX_PHASES else MAX_PHASES
     rows = _kernel_rows(spec, in_rate, half, phases)
-    pos, row = _sequence(0, up + PRECOMPUTED_OUTPUTS, up, down, phases)
-    coefs = None
-    if len(row) * 2 * half <= MAX_PRECOMPUTED_COEFS:
-        # A contiguous per-output copy lets a frame use a slice instead of a gather.
-        coefs = np.ascontiguousarray(rows[row])
-        coefs.flags.writeable = False
-    pos.flags.writeable = False
-    row.flags.writeable = False
-    return FilterBank(in_rate, out_rate, up, down, half, 2 * half, spec, rows, pos, row, coefs)
+    span = ((up - 1) * down) // up + taps
+    small = phases == up and span * up <= MAX_CYCLE_MATRIX
+    cycle = _cycle_matrix(rows, up, down, taps) if small else None
+    return FilterBank(in_rate, out_rate, up, down, half, taps, spec, rows, cycle)

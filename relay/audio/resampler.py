@@ -10,10 +10,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import soxr
-from numpy.lib.stride_tricks import sliding_window_view
 
 from relay.audio.fir import FilterBank, filter_bank
-from relay.audio.pcm import Float32Array, float_to_pcm16, pcm16_to_array, validate_rate
+from relay.audio.pcm import Float32Array, Int16Array, float_to_pcm16, pcm16_to_array, validate_rate
 
 #: Values of the RELAY_RESAMPLER setting, default first.
 RESAMPLER_QUALITIES: tuple[str, ...] = ("low-latency", "hq", "vhq")
@@ -64,14 +63,14 @@ class PolyphaseResampler:
     """Low-latency resampler: a short linear-phase Kaiser windowed sinc, taken at each output's exact phase.
 
     It holds back only the filter's half length (its group delay, under 1 ms for 44.1/48 kHz to 24 kHz). The
-    last ``taps`` input samples are carried across calls, so any chunking gives the same samples as one pass.
+    input that later outputs still need is carried across calls, so any chunking gives the same samples as one
+    pass (to rounding of the float32 sums).
     """
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._bank: FilterBank = filter_bank(in_rate, out_rate)
-        self._windows = self._bank.taps
         self.reset()
 
     @property
@@ -81,47 +80,73 @@ class PolyphaseResampler:
 
     def reset(self) -> None:
         """Forget all input: zero history before the next sample, output index back to 0."""
-        bank = self._bank
-        self._buf = np.zeros(bank.half - 1, dtype=np.float32)
-        # Input position (relative to the current phase cycle) of self._buf[0].
-        self._buf0 = -(bank.half - 1)
-        # Index of the next output sample within the current phase cycle (0 <= _k < up).
+        half = self._bank.half
+        # Positions are counted from the start of the current phase cycle: output k (0 <= k < up) sits at
+        # input position k*down/up, and self._hist[0] is input position self._hist0.
+        self._hist: Float32Array = np.zeros(half - 1, dtype=np.float32)
+        self._hist0 = -(half - 1)
         self._k = 0
 
     def process(self, pcm: bytes) -> bytes:
         """Resample a chunk; returns every output sample whose input window is complete."""
         if not pcm:
             return b""
-        buf = np.concatenate((self._buf, pcm16_to_array(pcm)), dtype=np.float32)
-        return self._run(buf, len(buf))
+        return self._run(pcm16_to_array(pcm), 0)
 
     def flush(self) -> bytes:
         """Emit the held-back outputs by padding with silence; the real history stays for the next chunk."""
-        pad = np.zeros(self._bank.half, dtype=np.float32)
-        return self._run(np.concatenate((self._buf, pad)), len(self._buf))
+        return self._run(np.zeros(0, dtype=np.int16), self._bank.half)
 
-    def _run(self, buf: np.ndarray, n_real: int) -> bytes:
+    def _run(self, x: Int16Array, pad: int) -> bytes:
         bank = self._bank
-        half = bank.half
-        end = self._buf0 + len(buf)
-        # Output k is ready when its last tap, pos[k] + half, has arrived: pos[k] <= end - 1 - half.
-        k1 = -((-(end - half) * bank.up) // bank.down)
+        half, up, down = bank.half, bank.up, bank.down
+        n_real = len(self._hist) + len(x)
+        end = self._hist0 + n_real + pad
+        # Output k is ready once its last tap, position(k) + half, has arrived.
         k0 = self._k
+        k1 = max(k0, -((-(end - half) * up) // down))
+        if bank.cycle is not None:
+            # Whole phase cycles from the current cycle's start; outputs before k0 or from k1 on are discarded.
+            cycles = -(-k1 // up)
+            size = max(n_real + pad, (cycles - 1) * down + bank.span)
+        else:
+            cycles = 0
+            size = n_real + pad
+        buf = np.zeros(size, dtype=np.float32)
+        buf[: len(self._hist)] = self._hist
+        buf[len(self._hist) : n_real] = x
         out = b""
         if k1 > k0:
-            pos, _, coefs = bank.positions(k0, k1)
-            starts = pos - (half - 1 + self._buf0)
-            windows = sliding_window_view(buf, self._windows)[starts]
-            out = float_to_pcm16(np.einsum("ij,ij->i", windows, coefs))
-        else:
-            k1 = k0
-        first_needed = bank.next_position(k1) - (half - 1)
-        self._buf = buf[first_needed - self._buf0 : n_real]
-        # Rebase to the start of the current phase cycle so that indices stay small forever.
-        cycles = k1 // bank.up
-        self._k = k1 - cycles * bank.up
-        self._buf0 = first_needed - cycles * bank.down
+            y = self._cycles(buf, cycles) if bank.cycle is not None else self._gather(buf, k0, k1)
+            out = float_to_pcm16(y[k0:k1] if bank.cycle is not None else y)
+        # Keep input from the first tap of output k1 (cycle mode: of its cycle's first output), then rebase.
+        done = k1 // up
+        first = done * down - (half - 1) if bank.cycle is not None else bank.position(k1) - (half - 1)
+        self._hist = buf[first - self._hist0 : n_real]
+        self._hist0 = first - done * down
+        self._k = k1 - done * up
         return out
+
+    def _cycles(self, buf: Float32Array, cycles: int) -> Float32Array:
+        bank = self._bank
+        cycle = bank.cycle
+        assert cycle is not None
+        item = buf.itemsize
+        # Overlapping rows: row c is the span of input that cycle c reads (a view, no copy).
+        view = np.ndarray((cycles, bank.span), np.float32, buf, 0, (bank.down * item, item))
+        if bank.up == 1:
+            # einsum walks the overlapping view directly; matmul would first copy it.
+            y: Float32Array = np.einsum("ij,j->i", view, cycle[:, 0])
+            return y
+        return (np.ascontiguousarray(view) @ cycle).reshape(-1)
+
+    def _gather(self, buf: Float32Array, k0: int, k1: int) -> Float32Array:
+        bank = self._bank
+        pos, coefs = bank.windows(k0, k1)
+        item = buf.itemsize
+        view = np.ndarray((len(buf) - bank.taps + 1, bank.taps), np.float32, buf, 0, (item, item))
+        y: Float32Array = np.einsum("ij,ij->i", view[pos - (bank.half - 1) - self._hist0], coefs)
+        return y
 
 
 class SoxrResampler:
