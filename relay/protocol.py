@@ -96,7 +96,9 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # the relay is at capacity or draining
     UPSTREAM_AUTH = 4401  # the upstream refused the relay's API key (operator must fix the key)
     UPSTREAM_RATE_LIMITED = 4429  # the upstream answered 429: retry later
-    UPSTREAM_UNAVAILABLE = 4502  # the upstream could not be reached, refused, failed, or dropped the connection
+    UPSTREAM_UNAVAILABLE = (
+        4502  # the upstream could not be reached, refused, failed, or dropped the connection
+    )
     UPSTREAM_TIMEOUT = 4504  # the upstream did not complete the handshake in time
 
 

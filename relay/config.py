@@ -1,0 +1,446 @@
+"""Settings: read from `RELAY_*` environment variables (and `OPENAI_API_KEY`), overridable by command-line flags.
+
+Every setting is declared once in `SETTINGS`; the CLI flags, the validation and the README table all follow from it.
+A bad value stops the process at start-up with one line naming the setting and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from relay.audio import RESAMPLER_QUALITIES
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful voice assistant. Always answer in the language the user speaks to you; "
+    "if you are unsure which language that is, ask. Keep answers short and natural for speech."
+)
+
+GA_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the relay cannot use; the message names the setting and what it accepts."""
+
+
+def _str(value: str) -> str:
+    return value
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected an integer from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        number = float(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected a number from {low:g} to {high:g}")
+        return number
+
+    return parse
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise ValueError("expected one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _ws_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"ws", "wss"} or not parts.hostname:
+        raise ValueError("expected a ws:// or wss:// URL such as wss://api.openai.com/v1/realtime")
+    return value
+
+
+def _host(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError("expected an IP address or host name such as 127.0.0.1 or 0.0.0.0")
+    return value
+
+
+def _path(value: str) -> Path | None:
+    return Path(value) if value else None
+
+
+def _voice(value: str) -> str:
+    if value and value not in GA_VOICES:
+        raise ValueError("expected one of " + ", ".join(GA_VOICES))
+    return value
+
+
+def _fields(value: str) -> tuple[str, ...]:
+    fields = _csv(value)
+    for name in fields:
+        if not all(part.replace("_", "").isalnum() for part in name.split(".")):
+            raise ValueError(f"{name!r} is not a dotted session field name such as audio.output.voice")
+    return fields
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its attribute name, environment variable, parser, default and help text."""
+
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "openai_api_key",
+        "OPENAI_API_KEY",
+        _str,
+        "",
+        "The OpenAI API key used upstream. Never sent to clients.",
+        secret=True,
+    ),
+    Setting(
+        "upstream_url",
+        "RELAY_UPSTREAM_URL",
+        _ws_url,
+        "wss://api.openai.com/v1/realtime",
+        "Realtime WebSocket URL of OpenAI or any OpenAI-compatible server.",
+    ),
+    Setting(
+        "host",
+        "RELAY_HOST",
+        _host,
+        "127.0.0.1",
+        "Address of the public listener (web page, WebSocket, health).",
+    ),
+    Setting("port", "RELAY_PORT", _int_range(0, 65535), "8080", "Port of the public listener."),
+    Setting(
+        "metrics_host",
+        "RELAY_METRICS_HOST",
+        _host,
+        "127.0.0.1",
+        "Address of the Prometheus /metrics listener.",
+    ),
+    Setting(
+        "metrics_port",
+        "RELAY_METRICS_PORT",
+        _int_range(0, 65535),
+        "9464",
+        "Port of the /metrics listener (never served on the public port).",
+    ),
+    Setting("model", "RELAY_MODEL", _str, "gpt-realtime", "Model used when a client does not name one."),
+    Setting(
+        "allowed_models",
+        "RELAY_ALLOWED_MODELS",
+        _csv,
+        "",
+        "Comma list of models clients may ask for (default: only RELAY_MODEL).",
+    ),
+    Setting(
+        "instructions",
+        "RELAY_INSTRUCTIONS",
+        _str,
+        DEFAULT_INSTRUCTIONS,
+        "Instructions applied upstream when a session opens.",
+    ),
+    Setting("voice", "RELAY_VOICE", _voice, "marin", "Voice applied upstream when a session opens."),
+    Setting(
+        "locked_fields",
+        "RELAY_LOCKED_FIELDS",
+        _fields,
+        "",
+        "Comma list of session fields clients may not change, e.g. instructions,tools,audio.output.voice.",
+    ),
+    Setting(
+        "access_tokens",
+        "RELAY_ACCESS_TOKENS",
+        _csv,
+        "",
+        "Comma list of access tokens clients must present.",
+        secret=True,
+    ),
+    Setting(
+        "access_tokens_file",
+        "RELAY_ACCESS_TOKENS_FILE",
+        _path,
+        "",
+        "File with one token (or sha256:<hex> hash of one) per line.",
+    ),
+    Setting(
+        "cookie_secret",
+        "RELAY_COOKIE_SECRET",
+        _str,
+        "",
+        "Key that signs login cookies (default: random per process, so logins end at restart).",
+        secret=True,
+    ),
+    Setting(
+        "login_ttl_seconds",
+        "RELAY_LOGIN_TTL_SECONDS",
+        _int_range(60, 30 * 86400),
+        "43200",
+        "How long a web login lasts.",
+    ),
+    Setting(
+        "allowed_origins",
+        "RELAY_ALLOWED_ORIGINS",
+        _csv,
+        "",
+        "Extra Origins allowed to open the WebSocket, e.g. https://app.example.com.",
+    ),
+    Setting(
+        "trust_tailscale_identity",
+        "RELAY_TRUST_TAILSCALE_IDENTITY",
+        _bool,
+        "false",
+        "Accept Tailscale-User-Login from the local proxy as an identity.",
+    ),
+    Setting(
+        "tailscale_users",
+        "RELAY_TAILSCALE_USERS",
+        _csv,
+        "",
+        "Comma list of tailnet logins allowed (default: any tailnet user).",
+    ),
+    Setting(
+        "allow_anonymous",
+        "RELAY_ALLOW_ANONYMOUS",
+        _bool,
+        "false",
+        "Allow serving without tokens on a non-loopback address.",
+    ),
+    Setting(
+        "max_sessions", "RELAY_MAX_SESSIONS", _int_range(1, 100000), "50", "Concurrent sessions, all users."
+    ),
+    Setting(
+        "max_sessions_per_identity",
+        "RELAY_MAX_SESSIONS_PER_IDENTITY",
+        _int_range(1, 100000),
+        "3",
+        "Concurrent sessions per identity.",
+    ),
+    Setting(
+        "max_session_seconds",
+        "RELAY_MAX_SESSION_SECONDS",
+        _int_range(1, 86400),
+        "1800",
+        "Longest session; then relay_limit_exceeded and close 1008.",
+    ),
+    Setting(
+        "idle_timeout_seconds",
+        "RELAY_IDLE_TIMEOUT_SECONDS",
+        _int_range(1, 86400),
+        "300",
+        "Close a session after this long without client events.",
+    ),
+    Setting(
+        "max_message_bytes",
+        "RELAY_MAX_MESSAGE_BYTES",
+        _int_range(1024, 64 * 1024 * 1024),
+        "4194304",
+        "Largest client WebSocket message.",
+    ),
+    Setting(
+        "daily_token_budget",
+        "RELAY_DAILY_TOKEN_BUDGET",
+        _int_range(0, 10**12),
+        "2000000",
+        "Tokens per identity per UTC day, counted from response.done usage (0 = unlimited).",
+    ),
+    Setting(
+        "resampler",
+        "RELAY_RESAMPLER",
+        _choice(*RESAMPLER_QUALITIES),
+        RESAMPLER_QUALITIES[0],
+        "Resampler setting: " + ", ".join(RESAMPLER_QUALITIES) + ".",
+    ),
+    Setting(
+        "upstream_connect_timeout",
+        "RELAY_UPSTREAM_CONNECT_TIMEOUT",
+        _float_range(0.1, 120),
+        "10",
+        "Seconds to wait for the upstream handshake.",
+    ),
+    Setting(
+        "pending_events_limit",
+        "RELAY_PENDING_EVENTS_LIMIT",
+        _int_range(1, 100000),
+        "1000",
+        "Client events held while the upstream connects.",
+    ),
+    Setting(
+        "drain_seconds",
+        "RELAY_DRAIN_SECONDS",
+        _float_range(0, 3600),
+        "10",
+        "On shutdown, how long open sessions may finish before they are closed.",
+    ),
+    Setting(
+        "log_format",
+        "RELAY_LOG_FORMAT",
+        _choice("auto", "console", "json"),
+        "auto",
+        "Log lines as json or console (auto: console on a terminal).",
+    ),
+    Setting(
+        "log_level", "RELAY_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "Log level."
+    ),
+    Setting(
+        "metrics_identity_label",
+        "RELAY_METRICS_IDENTITY_LABEL",
+        _bool,
+        "false",
+        "Label per-identity metrics with the identity (bounded; off by default).",
+    ),
+    Setting(
+        "forwarded_allow_ips",
+        "RELAY_FORWARDED_ALLOW_IPS",
+        _csv,
+        "127.0.0.1,::1",
+        "Peers whose X-Forwarded-* and Tailscale-* headers are trusted.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings of one relay process."""
+
+    openai_api_key: str = ""
+    upstream_url: str = "wss://api.openai.com/v1/realtime"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    model: str = "gpt-realtime"
+    allowed_models: tuple[str, ...] = ()
+    instructions: str = DEFAULT_INSTRUCTIONS
+    voice: str = "marin"
+    locked_fields: tuple[str, ...] = ()
+    access_tokens: tuple[str, ...] = ()
+    access_tokens_file: Path | None = None
+    cookie_secret: str = ""
+    login_ttl_seconds: int = 43200
+    allowed_origins: tuple[str, ...] = ()
+    trust_tailscale_identity: bool = False
+    tailscale_users: tuple[str, ...] = ()
+    allow_anonymous: bool = False
+    max_sessions: int = 50
+    max_sessions_per_identity: int = 3
+    max_session_seconds: int = 1800
+    idle_timeout_seconds: int = 300
+    max_message_bytes: int = 4 * 1024 * 1024
+    daily_token_budget: int = 2_000_000
+    resampler: str = RESAMPLER_QUALITIES[0]
+    upstream_connect_timeout: float = 10.0
+    pending_events_limit: int = 1000
+    drain_seconds: float = 10.0
+    log_format: str = "auto"
+    log_level: str = "info"
+    metrics_identity_label: bool = False
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    demo: bool = False
+    #: Set by the app in demo mode: the upstream is the built-in simulated model.
+    simulated: bool = field(default=False)
+
+    def __repr__(self) -> str:
+        # Secrets must never reach a log line or traceback through a repr.
+        shown = {
+            s.name: ("<set>" if getattr(self, s.name) else "<unset>") if s.secret else getattr(self, s.name)
+            for s in SETTINGS
+        }
+        return f"Config({shown}, demo={self.demo})"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Models a client may ask for."""
+        return self.allowed_models or (self.model,)
+
+    def binds_only_loopback(self) -> bool:
+        """True when the public listener is reachable only from this machine."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def load_config(env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build a `Config` from environment variables, then apply already-parsed flag `overrides`.
+
+    Raises `ConfigError` with a one-line message naming the bad setting.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is None:
+            raw = setting.default
+        values[setting.name] = _parse(setting, raw, f"{setting.env}")
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        declared = next((s for s in SETTINGS if s.name == name), None)
+        if declared is not None and isinstance(raw, str):
+            values[name] = _parse(declared, raw, "--" + name.replace("_", "-"))
+        else:
+            values[name] = raw
+    config = Config(**values)
+    _check_consistency(config)
+    return config
+
+
+def _parse(setting: Setting, raw: str, where: str) -> Any:
+    try:
+        return setting.parse(raw.strip() if not setting.secret else raw)
+    except ValueError as exc:
+        shown = "<hidden>" if setting.secret else repr(raw)
+        reason = str(exc) if "invalid literal" not in str(exc) else "expected a number"
+        raise ConfigError(f"{where}={shown} is not valid: {reason}") from None
+
+
+def _check_consistency(config: Config) -> None:
+    if config.model not in config.models:
+        raise ConfigError(
+            f"RELAY_ALLOWED_MODELS does not include RELAY_MODEL={config.model!r}; add it to the list"
+        )
+    if config.access_tokens_file is not None and not config.access_tokens_file.is_file():
+        raise ConfigError(
+            f"RELAY_ACCESS_TOKENS_FILE={str(config.access_tokens_file)!r} is not a readable file"
+        )
+    if config.port and config.port == config.metrics_port and config.host == config.metrics_host:
+        raise ConfigError("RELAY_METRICS_PORT must differ from RELAY_PORT: /metrics is never served publicly")
+
+
+def with_changes(config: Config, **changes: Any) -> Config:
+    """Return a copy of `config` with some fields replaced (used for demo mode and tests)."""
+    return dataclasses.replace(config, **changes)

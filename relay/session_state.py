@@ -1,0 +1,494 @@
+"""The decisions of one relay session, free of socket I/O.
+
+`SessionState` takes each frame a client or the upstream sent and answers with `Actions`: frames to send upstream,
+frames to send to the client, and perhaps a close. The asyncio layer (`relay.session`) only moves frames; everything
+that decides (which rate, what to resample, which error, what to rewrite) happens here and is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay import protocol
+from relay.audio import MAX_RATE, MIN_RATE, Resampler, make_resampler
+from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
+from relay.policy import SessionPolicy
+from relay.protocol import API_RATE
+
+DEFAULTS_EVENT_ID = "relay_session_defaults"
+_BYTES_PER_SECOND_24K = API_RATE * 2
+
+
+@dataclass(slots=True)
+class Actions:
+    """What to do after one frame: texts for each side, in order, and an optional close (code, reason)."""
+
+    to_upstream: list[str] = field(default_factory=list)
+    to_client: list[str] = field(default_factory=list)
+    close: tuple[int, str] | None = None
+
+
+def check_rate(value: Any, what: str) -> str | None:
+    """Return an error message if `value` is not an acceptable PCM rate, else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_RATE <= value <= MAX_RATE:
+        return (
+            f"{what} must be an integer sample rate from {MIN_RATE} to {MAX_RATE} Hz (got {value!r}); "
+            "send the rate your microphone actually captures at, the relay converts it to 24000."
+        )
+    return None
+
+
+class SessionState:
+    """Everything one session decides. Not thread-safe; one instance per client connection."""
+
+    def __init__(
+        self,
+        *,
+        metrics: RelayMetrics,
+        policy: SessionPolicy,
+        resampler_quality: str,
+        max_message_bytes: int,
+        session_defaults: dict[str, Any] | None = None,
+        input_rate: int = API_RATE,
+        output_rate: int = API_RATE,
+        on_usage: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._metrics = metrics
+        self._policy = policy
+        self._quality = resampler_quality
+        self._max_message_bytes = max_message_bytes
+        self._defaults = session_defaults
+        self._on_usage = on_usage
+        self._clock = clock
+        self.input_rate = input_rate
+        self.output_rate = output_rate
+        self._input_resampler: Resampler | None = self._new_resampler(input_rate, API_RATE)
+        self._output_resamplers: dict[str, Resampler] = {}
+        # session.created is held until the upstream has applied the server's defaults, so that the client's
+        # first view of the session already carries them.
+        self._held_created: dict[str, Any] | None = None
+        self._awaiting_defaults = session_defaults is not None
+        self._turn_end: tuple[float, str] | None = None
+        self._first_audio_seen: set[str] = set()
+        self.turns = 0
+        self.first_audio_waits: list[float] = []
+        self.audio_seconds = {TO_UPSTREAM: 0.0, TO_CLIENT: 0.0}
+        self.tokens_used = 0
+
+    # -- opening ---------------------------------------------------------------------------------------------
+
+    def opening_events(self) -> list[str]:
+        """Frames to send upstream before any client event: the server's session defaults."""
+        if self._defaults is None:
+            return []
+        session = {"type": "realtime", **self._defaults}
+        return [protocol.dumps({"type": "session.update", "event_id": DEFAULTS_EVENT_ID, "session": session})]
+
+    # -- client → upstream -----------------------------------------------------------------------------------
+
+    def from_client_text(self, text: str) -> Actions:
+        """Decide what to do with a text frame from the client."""
+        actions = Actions()
+        self._metrics.bytes.labels(TO_UPSTREAM).inc(len(text))
+        if len(text) > self._max_message_bytes:
+            self._client_error(
+                actions,
+                protocol.LIMIT_EXCEEDED,
+                f"A message of {len(text)} bytes exceeds this relay's limit of {self._max_message_bytes} bytes "
+                "(RELAY_MAX_MESSAGE_BYTES); send audio in smaller appends (20-100 ms each).",
+            )
+            return actions
+        try:
+            event = protocol.loads(text)
+        except ValueError as exc:
+            self._client_error(
+                actions,
+                protocol.BAD_EVENT,
+                f"The message is not valid JSON ({exc}); send one JSON event object per text frame.",
+            )
+            return actions
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            self._client_error(
+                actions,
+                protocol.BAD_EVENT,
+                "Each text frame must be a JSON object with a string "
+                '"type", e.g. {"type": "response.create"}.',
+            )
+            return actions
+        event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        refusal = self._policy.check(event)
+        if refusal is not None:
+            self._client_error(actions, refusal.code, refusal.message, param=refusal.param, event_id=event_id)
+            return actions
+        event_type: str = event["type"]
+        if event_type == "input_audio_buffer.append":
+            self._append_base64(actions, event, text, event_id)
+        elif event_type == "session.update":
+            self._session_update(actions, event, text, event_id)
+        elif event_type == "input_audio_buffer.commit":
+            self._flush_input(actions)
+            self._mark_turn_end("commit")
+            actions.to_upstream.append(text)
+        elif event_type == "input_audio_buffer.clear":
+            if self._input_resampler is not None:
+                self._input_resampler.reset()
+            actions.to_upstream.append(text)
+        elif event_type == "response.create":
+            self._mark_turn_end("response_create")
+            actions.to_upstream.append(text)
+        else:
+            actions.to_upstream.append(text)
+        self._metrics.count_event(TO_UPSTREAM, event_type)
+        return actions
+
+    def from_client_bytes(self, data: bytes) -> Actions:
+        """Decide what to do with a binary frame: raw PCM16LE mono at the session's input rate."""
+        actions = Actions()
+        self._metrics.bytes.labels(TO_UPSTREAM).inc(len(data))
+        if len(data) > self._max_message_bytes:
+            self._client_error(
+                actions,
+                protocol.LIMIT_EXCEEDED,
+                f"A binary frame of {len(data)} bytes exceeds this relay's limit of {self._max_message_bytes} bytes "
+                "(RELAY_MAX_MESSAGE_BYTES); send 20-100 ms of audio per frame.",
+            )
+            return actions
+        if len(data) % 2:
+            self._client_error(
+                actions,
+                protocol.BAD_AUDIO,
+                f"A binary frame of {len(data)} bytes is not whole 16-bit samples; binary frames must carry PCM16LE "
+                f"mono at {self.input_rate} Hz (an even number of bytes). The frame was dropped.",
+            )
+            return actions
+        self._send_audio(actions, self._resample_in(data))
+        self._metrics.count_event(TO_UPSTREAM, "input_audio_buffer.append")
+        return actions
+
+    def finish(self) -> list[str]:
+        """Frames to send upstream when the session ends: what the resampler still holds."""
+        actions = Actions()
+        self._flush_input(actions)
+        return actions.to_upstream
+
+    def _append_base64(
+        self, actions: Actions, event: dict[str, Any], text: str, event_id: str | None
+    ) -> None:
+        audio = event.get("audio")
+        if self._input_resampler is None:
+            # 24 kHz in, 24 kHz up: forward the frame as it came, decoding nothing.
+            if isinstance(audio, str):
+                self._count_audio(TO_UPSTREAM, len(audio) * 3 // 4)
+            actions.to_upstream.append(text)
+            return
+        if not isinstance(audio, str):
+            self._client_error(
+                actions,
+                protocol.BAD_AUDIO,
+                'input_audio_buffer.append needs "audio": base64 PCM16LE.',
+                param="audio",
+                event_id=event_id,
+            )
+            return
+        try:
+            pcm = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            self._client_error(
+                actions,
+                protocol.BAD_AUDIO,
+                'input_audio_buffer.append "audio" is not valid '
+                "base64; encode the PCM16LE bytes with standard base64.",
+                param="audio",
+                event_id=event_id,
+            )
+            return
+        if len(pcm) % 2:
+            self._client_error(
+                actions,
+                protocol.BAD_AUDIO,
+                f"The appended audio is {len(pcm)} bytes, not whole "
+                "16-bit samples; PCM16LE needs an even number of bytes.",
+                param="audio",
+                event_id=event_id,
+            )
+            return
+        self._send_audio(actions, self._resample_in(pcm), event_id)
+
+    def _session_update(
+        self, actions: Actions, event: dict[str, Any], text: str, event_id: str | None
+    ) -> None:
+        session = event.get("session")
+        audio = session.get("audio") if isinstance(session, dict) else None
+        if not isinstance(audio, dict):
+            actions.to_upstream.append(text)
+            return
+        new_rates: dict[str, int] = {}
+        for direction in ("input", "output"):
+            fmt = audio.get(direction, {}).get("format") if isinstance(audio.get(direction), dict) else None
+            if not isinstance(fmt, dict) or fmt.get("type", "audio/pcm") != "audio/pcm" or "rate" not in fmt:
+                continue
+            problem = check_rate(fmt["rate"], f"session.audio.{direction}.format.rate")
+            if problem is not None:
+                self._client_error(
+                    actions,
+                    protocol.BAD_AUDIO,
+                    problem,
+                    param=f"session.audio.{direction}.format.rate",
+                    event_id=event_id,
+                )
+                return
+            new_rates[direction] = fmt["rate"]
+            fmt["rate"] = API_RATE
+        if not new_rates:
+            actions.to_upstream.append(text)
+            return
+        if "input" in new_rates and new_rates["input"] != self.input_rate:
+            self._flush_input(actions)  # audio at the old rate goes up before the rate changes
+            self.input_rate = new_rates["input"]
+            self._input_resampler = self._new_resampler(self.input_rate, API_RATE)
+        if "output" in new_rates:
+            self.output_rate = new_rates["output"]
+            self._output_resamplers.clear()
+        actions.to_upstream.append(protocol.dumps(event))
+
+    def _send_audio(self, actions: Actions, pcm24k: bytes, event_id: str | None = None) -> None:
+        if not pcm24k:
+            return
+        self._count_audio(TO_UPSTREAM, len(pcm24k))
+        event: dict[str, Any] = {
+            "type": "input_audio_buffer.append",
+            "audio": base64.b64encode(pcm24k).decode(),
+        }
+        if event_id is not None:
+            event["event_id"] = event_id
+        actions.to_upstream.append(protocol.dumps(event))
+
+    def _flush_input(self, actions: Actions) -> None:
+        if self._input_resampler is not None:
+            self._send_audio(actions, self._input_resampler.flush())
+
+    def _resample_in(self, pcm: bytes) -> bytes:
+        if self._input_resampler is None:
+            return pcm
+        started = self._clock()
+        out = self._input_resampler.process(pcm)
+        self._metrics.resample.labels(TO_UPSTREAM).observe(self._clock() - started)
+        return out
+
+    # -- upstream → client -----------------------------------------------------------------------------------
+
+    def from_upstream_text(self, text: str) -> Actions:
+        """Decide what to do with a text frame from the upstream."""
+        actions = Actions()
+        self._metrics.bytes.labels(TO_CLIENT).inc(len(text))
+        try:
+            event = protocol.loads(text)
+            event_type = event["type"]
+            if not isinstance(event_type, str):
+                raise TypeError("type is not a string")
+        except (ValueError, TypeError, KeyError) as exc:
+            self._client_error(
+                actions,
+                protocol.UPSTREAM_PROTOCOL_ERROR,
+                f"The upstream sent a malformed event ({type(exc).__name__}); it was dropped. The session "
+                "continues; if this repeats, check RELAY_UPSTREAM_URL points at a Realtime API.",
+                error_type="server_error",
+            )
+            return actions
+        self._metrics.count_event(TO_CLIENT, event_type)
+        handler = _UPSTREAM_HANDLERS.get(event_type)
+        if handler is None:
+            actions.to_client.append(text)
+        else:
+            handler(self, actions, event, text)
+        return actions
+
+    def _on_session_event(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        if event["type"] == "session.created" and self._awaiting_defaults:
+            self._held_created = event
+            return
+        if self._awaiting_defaults and self._held_created is not None:
+            # The reply to the server's defaults becomes the client's session.created.
+            self._awaiting_defaults = False
+            event["type"] = "session.created"
+            self._show_client_rates(event)
+            self._held_created = None
+            actions.to_client.append(protocol.dumps(event))
+            return
+        self._show_client_rates(event)
+        actions.to_client.append(protocol.dumps(event))
+
+    def _on_error(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        error = event.get("error")
+        if (
+            self._awaiting_defaults
+            and isinstance(error, dict)
+            and error.get("event_id") == DEFAULTS_EVENT_ID
+            and self._held_created is not None
+        ):
+            # The upstream refused the server's defaults: show the session as it is, and say why.
+            self._awaiting_defaults = False
+            held, self._held_created = self._held_created, None
+            self._show_client_rates(held)
+            actions.to_client.append(protocol.dumps(held))
+            error["message"] = f"The relay's session defaults were refused upstream: {error.get('message')}"
+            actions.to_client.append(protocol.dumps(event))
+            return
+        code = error.get("code") if isinstance(error, dict) else None
+        self._metrics.errors.labels(str(code) if code else "upstream_error").inc()
+        actions.to_client.append(text)
+
+    def _show_client_rates(self, event: dict[str, Any]) -> None:
+        audio = event.get("session", {}).get("audio")
+        if not isinstance(audio, dict):
+            return
+        for direction, rate in (("input", self.input_rate), ("output", self.output_rate)):
+            fmt = audio.get(direction, {}).get("format")
+            if isinstance(fmt, dict) and fmt.get("type") == "audio/pcm" and rate != API_RATE:
+                fmt["rate"] = rate
+
+    def _on_audio_delta(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        response_id = str(event.get("response_id", ""))
+        delta = event.get("delta")
+        if isinstance(delta, str):
+            self._count_audio(TO_CLIENT, len(delta) * 3 // 4)
+        if response_id not in self._first_audio_seen:
+            self._first_audio_seen.add(response_id)
+            self._observe_first_audio()
+        if self.output_rate == API_RATE or not isinstance(delta, str):
+            actions.to_client.append(text)
+            return
+        resampler = self._output_resamplers.get(response_id)
+        if resampler is None:
+            resampler = self._output_resamplers[response_id] = make_resampler(
+                API_RATE, self.output_rate, self._quality
+            )
+        started = self._clock()
+        out = resampler.process(base64.b64decode(delta))
+        self._metrics.resample.labels(TO_CLIENT).observe(self._clock() - started)
+        event["delta"] = base64.b64encode(out).decode()
+        actions.to_client.append(protocol.dumps(event))
+
+    def _on_audio_done(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        resampler = self._output_resamplers.pop(str(event.get("response_id", "")), None)
+        if resampler is not None:
+            tail = resampler.flush()
+            if tail:
+                # What the resampler held back goes out as one last delta of the same part.
+                delta: dict[str, Any] = {
+                    key: event[key]
+                    for key in ("response_id", "item_id", "output_index", "content_index")
+                    if key in event
+                }
+                actions.to_client.append(
+                    protocol.dumps(
+                        {
+                            "type": "response.output_audio.delta",
+                            "event_id": protocol.new_event_id(),
+                            **delta,
+                            "delta": base64.b64encode(tail).decode(),
+                        }
+                    )
+                )
+        actions.to_client.append(text)
+
+    def _on_speech_stopped(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        self._mark_turn_end("speech_stopped")
+        actions.to_client.append(text)
+
+    def _on_response_done(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        response = event.get("response")
+        if isinstance(response, dict):
+            self._output_resamplers.pop(str(response.get("id", "")), None)
+            self._count_usage(response.get("usage"))
+        actions.to_client.append(text)
+
+    def _on_rate_limits(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        for limit in event.get("rate_limits") or ():
+            if isinstance(limit, dict) and isinstance(limit.get("remaining"), int | float):
+                name = limit.get("name") if limit.get("name") in {"tokens", "requests"} else "other"
+                self._metrics.rate_limit_remaining.labels(name).set(limit["remaining"])
+        actions.to_client.append(text)
+
+    # -- bookkeeping -----------------------------------------------------------------------------------------
+
+    def _count_usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        total = usage.get("total_tokens")
+        kinds: dict[str, Any] = {}
+        for side in ("input", "output"):
+            details = usage.get(f"{side}_token_details")
+            if isinstance(details, dict):
+                kinds[f"{side}_text"] = details.get("text_tokens")
+                kinds[f"{side}_audio"] = details.get("audio_tokens")
+                if side == "input":
+                    kinds["input_cached"] = details.get("cached_tokens")
+        for kind, count in kinds.items():
+            if isinstance(count, int) and count > 0:
+                self._metrics.tokens.labels(kind).inc(count)
+        if isinstance(total, int) and total > 0:
+            self.tokens_used += total
+            if self._on_usage is not None:
+                self._on_usage(total)
+
+    def _mark_turn_end(self, trigger: str) -> None:
+        # The earliest end of turn counts: a client's response.create after server VAD stopped is not the start.
+        if self._turn_end is None:
+            self._turn_end = (self._clock(), trigger)
+
+    def _observe_first_audio(self) -> None:
+        if self._turn_end is None:
+            return
+        started, trigger = self._turn_end
+        self._turn_end = None
+        wait = self._clock() - started
+        self.turns += 1
+        self.first_audio_waits.append(wait)
+        self._metrics.first_audio.labels(trigger).observe(wait)
+
+    def _count_audio(self, direction: str, nbytes: int) -> None:
+        seconds = nbytes / _BYTES_PER_SECOND_24K
+        self.audio_seconds[direction] += seconds
+        self._metrics.audio_seconds.labels(direction).inc(seconds)
+
+    def _client_error(
+        self,
+        actions: Actions,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        event_id: str | None = None,
+        error_type: str = "invalid_request_error",
+    ) -> None:
+        self._metrics.errors.labels(code).inc()
+        actions.to_client.append(
+            protocol.dumps(
+                protocol.error_event(
+                    code, message, error_type=error_type, param=param, client_event_id=event_id
+                )
+            )
+        )
+
+    def _new_resampler(self, in_rate: int, out_rate: int) -> Resampler | None:
+        return None if in_rate == out_rate else make_resampler(in_rate, out_rate, self._quality)
+
+
+_Handler = Callable[[SessionState, Actions, dict[str, Any], str], None]
+_UPSTREAM_HANDLERS: dict[str, _Handler] = {
+    "session.created": SessionState._on_session_event,
+    "session.updated": SessionState._on_session_event,
+    "error": SessionState._on_error,
+    "response.output_audio.delta": SessionState._on_audio_delta,
+    "response.output_audio.done": SessionState._on_audio_done,
+    "input_audio_buffer.speech_stopped": SessionState._on_speech_stopped,
+    "response.done": SessionState._on_response_done,
+    "rate_limits.updated": SessionState._on_rate_limits,
+}
