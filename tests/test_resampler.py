@@ -49,14 +49,15 @@ def _random_sizes(n: int, rng: np.random.Generator) -> list[int]:
     return sizes
 
 
+@pytest.mark.parametrize("quality", RESAMPLER_QUALITIES)
 @pytest.mark.parametrize("rate", CLIENT_RATES)
-def test_chunked_stream_equals_one_pass(rate: int) -> None:
+def test_chunked_stream_equals_one_pass(rate: int, quality: str) -> None:
     x = _signal(rate, 0.25)
-    one_pass = _run_chunks(make_resampler(rate, API_RATE), x, [len(x)])
+    one_pass = _run_chunks(make_resampler(rate, API_RATE, quality), x, [len(x)])
     rng = np.random.default_rng(rate)
     plans = [_fixed_sizes(len(x), c) for c in FIXED_CHUNKS] + [_random_sizes(len(x), rng) for _ in range(3)]
     for sizes in plans:
-        streamed = _run_chunks(make_resampler(rate, API_RATE), x, sizes)
+        streamed = _run_chunks(make_resampler(rate, API_RATE, quality), x, sizes)
         assert len(streamed) == len(one_pass)
         diff = np.abs(streamed.astype(np.int32) - one_pass.astype(np.int32))
         assert diff.max() <= 1, f"chunks {sizes[:3]}...: max diff {diff.max()} LSB"

@@ -135,8 +135,8 @@ def _cycle_matrix(rows: Float32Array, up: int, down: int, taps: int) -> Float32A
     span = ((up - 1) * down) // up + taps
     cycle = np.zeros((span, up), dtype=np.float32)
     for r in range(up):
-        pos = (r * down) // up
-        cycle[pos : pos + taps, r] = rows[r]
+        pos, phase = divmod(r * down, up)
+        cycle[pos : pos + taps, r] = rows[phase]
     cycle.flags.writeable = False
     return cycle
 
