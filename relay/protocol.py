@@ -93,7 +93,6 @@ class CloseCode(IntEnum):
     POLICY = 1008  # a limit or policy was exceeded; the preceding error event names it
     TOO_BIG = 1009  # a message exceeded RELAY_MAX_MESSAGE_BYTES
     INTERNAL = 1011  # unexpected relay failure (a bug: the log has the details)
-    TRY_AGAIN_LATER = 1013  # the relay is at capacity or draining
     UPSTREAM_AUTH = 4401  # the upstream refused the relay's API key (operator must fix the key)
     UPSTREAM_RATE_LIMITED = 4429  # the upstream answered 429: retry later
     UPSTREAM_UNAVAILABLE = (
