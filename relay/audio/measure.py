@@ -10,7 +10,8 @@ Every figure is computed by running a resampler, never taken from its design. De
   at random phases of the stream, and reported as mean and max.
 - Flatness: the largest deviation (dB) of a tone's gain from 0 dB over the pass band tested.
 - Alias rejection (downsampling): input tones from the output Nyquist to the input Nyquist, i.e. everything
-  that would alias; the smallest ratio of input to output power (dB). For upsampling the input holds nothing
+  that would alias; the smallest ratio of input to output power (dB). An int16 output cannot show less than
+  its rounding noise, so about 98 dB is the most this can report. For upsampling the input holds nothing
   that can alias, so the same column reports image rejection: a pass-band tone's power over the power of
   everything else in the output (dB, smallest over the tones).
 - SNR: a 1 kHz tone at -1 dBFS; power of the fitted tone over the power of everything else (dB).
@@ -32,6 +33,9 @@ ResamplerFactory = Callable[[], Resampler]
 FloatArray = npt.NDArray[np.float64]
 
 FULL_SCALE = 32767.0
+#: RMS of int16 rounding noise (1/sqrt(12) LSB): an output quieter than this cannot be told from silence, so
+#: rejections are reported against at least this level (about 98 dB for a -1 dBFS tone).
+ROUNDING_RMS = 1 / np.sqrt(12)
 #: Output trimmed at each end before fitting, so that start-up and flush edges do not count.
 EDGE_SECONDS = 0.02
 TONE_SECONDS = 0.25
@@ -116,7 +120,7 @@ def alias_rejection_db(make: ResamplerFactory, points: int = 12) -> float:
             x = tone(float(f), in_rate, TONE_SECONDS, level)
             y = _steady(run_stream(r, x, in_rate // 50), out_rate).astype(np.float64)
             x_rms = FULL_SCALE * 10 ** (level / 20) / np.sqrt(2)
-            worst = min(worst, _db(x_rms / max(float(np.sqrt(np.mean(y**2))), 1e-9)))
+            worst = min(worst, _db(x_rms / max(float(np.sqrt(np.mean(y**2))), ROUNDING_RMS)))
     else:
         for f in np.linspace(1000.0, 0.4 * in_rate, points):
             worst = min(worst, tone_snr_db(make, float(f), level))

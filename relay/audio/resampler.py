@@ -1,7 +1,17 @@
 """Streaming PCM16 mono resamplers: a low-latency polyphase path, soxr for quality, and a pass-through.
 
 Every resampler keeps its output on the input's time axis: output sample k is the signal at time k/out_rate.
-"Held back" audio is input whose effect has not yet been emitted; ``flush()`` emits it as if silence followed.
+"Held back" audio is input whose effect has not yet been emitted. ``flush()`` (end of turn, commit, rate
+change) emits every output sample that lies before the end of the input received, taking what would follow as
+silence, so after it the output length is round(n_in * out_rate / in_rate) +- 1. What happens next:
+
+- low-latency: the stream goes on, on the same time axis and sample count. The last input samples stay as
+  filter history, so a next turn starts without a click; only the output of the last half filter length
+  before the flush point (under 1 ms at 44.1/48 kHz) was computed without the audio that followed it.
+- hq / vhq: soxr cannot continue after its final call, so its stream is cleared and the next chunk starts a
+  fresh segment at time zero, as after ``reset()``.
+
+``reset()`` (input_audio_buffer.clear) drops everything held back and all history in every case.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ class Resampler(Protocol):
         ...
 
     def flush(self) -> bytes:
-        """Emit everything held back, as if silence followed; the stream then goes on (see module doc)."""
+        """Emit everything held back, as if silence followed; what comes next depends on the class (module doc)."""
         ...
 
     def reset(self) -> None:
