@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fake.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("what", choices=["resample"], help="what to measure")
+    bench.add_argument("what", choices=["resample", "relay"], help="what to measure")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
@@ -94,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fake-upstream":
         return _run_fake_upstream(args)
     if args.command == "bench":
+        if args.what == "relay":
+            from relay import bench_relay
+
+            return bench_relay.main(args.rest)
         from relay import bench
 
         return bench.main([args.what, *args.rest])
