@@ -403,7 +403,12 @@ async function connect(engine) {
   if (app.engine !== engine) return; // disconnected meanwhile
 
   const rate = engine.sampleRate;
-  Object.assign(debug, { contextRate: rate, inputRate: rate, outputRate: rate });
+  Object.assign(debug, {
+    contextRate: rate,
+    inputRate: rate,
+    outputRate: rate,
+    outputLatencyMs: engine.outputLatencyMs(),
+  });
   const connection = new RelayConnection(realtimeUrl(window.location, rate, rate), {
     onEvent: (event) => {
       if (app.connection === connection) voice.handleServerEvent(event);

@@ -122,8 +122,16 @@ export class AudioEngine {
       push: (itemId, pcm) => this.player.port.postMessage({ type: "push", itemId, pcm: pcm.buffer }, [pcm.buffer]),
       end: (itemId) => this.player.port.postMessage({ type: "end", itemId }),
       flush: () => this.#flush(),
-      outputLatencyMs: () => 1000 * (this.ctx.outputLatency || this.ctx.baseLatency || 0),
+      outputLatencyMs: () => this.outputLatencyMs(),
     };
+  }
+
+  /**
+   * How long a rendered sample takes to reach the speaker: the context's own processing latency plus the device's
+   * output latency (each 0 where a browser does not report it).
+   */
+  outputLatencyMs() {
+    return 1000 * ((this.ctx.baseLatency || 0) + (this.ctx.outputLatency || 0));
   }
 
   /** Drop all queued playback at once (disconnect). */

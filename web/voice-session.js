@@ -32,6 +32,8 @@ export class VoiceSession {
       playedSamplesByItem: {},
       playedMsByItem: {},
       receivedSamplesByItem: {},
+      startedAtMs: {},
+      bargeInAtMs: null,
       lastTruncate: null,
       truncates: [],
       turnLatenciesMs: [],
@@ -99,6 +101,7 @@ export class VoiceSession {
         this.#setPlayerState(msg.state);
         break;
       case "started":
+        this.debug.startedAtMs[msg.itemId] = this.now();
         this.#setPlayerState("playing");
         if (this.turnStartedAt !== null && !this.cancelled.has(msg.itemId)) {
           const latency = this.now() - this.turnStartedAt + this.player.outputLatencyMs();
@@ -130,6 +133,7 @@ export class VoiceSession {
     for (const itemId of items) this.cancelled.add(itemId);
     this.unplayed.clear();
     this.debug.bargeIns++;
+    this.debug.bargeInAtMs = this.now();
     const played = await this.player.flush();
     for (const itemId of items) {
       const samples = played[itemId] ?? this.debug.playedSamplesByItem[itemId] ?? 0;
