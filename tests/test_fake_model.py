@@ -577,3 +577,131 @@ def test_item_create_retrieve_delete() -> None:
         }
     )
     assert error_of(bad)["param"] == "previous_item_id"
+
+
+# ----- formats, timeouts and edge cases -----
+
+
+@pytest.mark.parametrize("codec", ["audio/pcmu", "audio/pcma"])
+def test_g711_session_detects_speech_and_plays_it_back_bit_exact(codec: str) -> None:
+    from relay.fake import g711
+
+    model = SimulatedModel(FakeOptions(), "gpt-realtime")
+    fmt = {"type": codec}
+    model.handle(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"format": fmt}, "output": {"format": fmt}}},
+        }
+    )
+    t = np.arange(8000 * 3) / 8000
+    envelope = ((t >= 0.5) & (t < 1.5)).astype(float)
+    # A non-periodic voice (a glide) so that the reply can be located in the input unambiguously.
+    glide = np.sin(2 * np.pi * (200 * t + 150 * t * t))
+    linear = (0.2 * glide * envelope * 32767).astype("<i2").tobytes()
+    encoded = g711.from_pcm24k(np.repeat(np.frombuffer(linear, "<i2"), 3).astype("<i2").tobytes(), codec)
+    assert len(encoded) == 8000 * 3
+    events: list[Event] = []
+    for offset in range(0, len(encoded), 160):  # 20 ms of 8 kHz G.711
+        events += model.handle(append(encoded[offset : offset + 160]))
+    started = next(e for e in events if e["type"] == "input_audio_buffer.speech_started")
+    stopped = next(e for e in events if e["type"] == "input_audio_buffer.speech_stopped")
+    assert abs(started["audio_start_ms"] - 500) <= 20 and abs(stopped["audio_end_ms"] - 1500) <= 20
+    stream = model.pop_started_response()
+    assert stream is not None
+    played = b"".join(
+        base64.b64decode(e["delta"]) for e in stream.drain() if e["type"] == "response.output_audio.delta"
+    )
+    # The reply is the caller's own G.711 bytes: 1 s of speech plus 50 ms either side.
+    assert abs(len(played) - 8800) <= 16
+    offset = encoded.find(played[400:800]) - 400
+    assert offset >= 0 and encoded[offset : offset + len(played)] == played
+
+
+def test_idle_timeout_triggers_a_response() -> None:
+    model = SimulatedModel(FakeOptions(), "gpt-realtime")
+    model.handle(
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {"input": {"turn_detection": {"idle_timeout_ms": 1000}}},
+            },
+        }
+    )
+    feed(model, pcm(np.concatenate([silence(0.2), tone(0.5), silence(0.6)])))
+    stream = model.pop_started_response()
+    assert stream is not None
+    stream.drain()
+    reply_ms = stream.audio_sent_ms
+    # Silence for the length of the reply (it is playing) plus just under the idle timeout: nothing yet.
+    assert feed(model, pcm(silence((reply_ms + 900) / 1000))) == []
+    events = feed(model, pcm(silence(0.2), seed=3))
+    kinds = types(events)
+    assert kinds[:4] == [
+        "input_audio_buffer.timeout_triggered",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    assert kinds[-1] == "response.created"
+    SERVER_EVENT.validate_python(events[0])
+
+
+def test_semantic_vad_and_no_turn_detection() -> None:
+    model = SimulatedModel(FakeOptions(), "gpt-realtime")
+    [updated] = model.handle(
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}},
+            },
+        }
+    )
+    assert updated["session"]["audio"]["input"]["turn_detection"] == {
+        "type": "semantic_vad",
+        "eagerness": "high",
+        "create_response": True,
+        "interrupt_response": True,
+    }
+    events = feed(model, pcm(np.concatenate([silence(0.2), tone(0.5), silence(0.5)])))
+    assert "input_audio_buffer.speech_stopped" in types(events)
+    model = manual_model()
+    assert feed(model, pcm(np.concatenate([silence(0.2), tone(0.5), silence(0.8)]))) == []
+
+
+def test_out_of_band_response_stays_out_of_the_conversation() -> None:
+    model = manual_model()
+    text_turn(model, "summarise")
+    before = len(model.conversation)
+    model.handle(
+        {
+            "type": "response.create",
+            "response": {
+                "conversation": "none",
+                "metadata": {"topic": "summary"},
+                "output_modalities": ["text"],
+            },
+        }
+    )
+    stream = model.pop_started_response()
+    assert stream is not None
+    events = stream.drain()
+    assert "conversation.item.added" not in types(events)
+    done = next(e for e in events if e["type"] == "response.done")["response"]
+    assert done["conversation_id"] is None and done["metadata"] == {"topic": "summary"}
+    assert len(model.conversation) == before
+
+
+def test_binary_frame_oversized_append_and_webrtc_only_event() -> None:
+    model = manual_model()
+    assert error_of(model.handle_message(b"\x00\x01"))["type"] == "invalid_request_error"
+    oversized = base64.b64encode(bytes(15 * 1024 * 1024 + 2)).decode()
+    error = error_of(model.handle({"type": "input_audio_buffer.append", "audio": oversized}))
+    assert (error["code"], error["param"]) == ("invalid_value", "audio")
+    assert model.buffered_ms == 0
+    assert error_of(model.handle({"type": "output_audio_buffer.clear"}))["code"] == "invalid_value"
+    assert (
+        error_of(model.handle({"type": "input_audio_buffer.append"}))["code"] == "missing_required_parameter"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +30,11 @@ class StoredItem:
         """The item as `conversation.item.added`/`.done` carry it: without audio bytes."""
         return copy.deepcopy(self.item)
 
-    def with_audio(self) -> dict[str, Any]:
-        """The item as `conversation.item.retrieved` carries it: audio included, base64."""
+    def with_audio(self, encode: Callable[[bytes], bytes] = bytes) -> dict[str, Any]:
+        """The item as `conversation.item.retrieved` carries it: audio included, `encode`d, base64."""
         item = copy.deepcopy(self.item)
         for index, pcm in self.audio.items():
-            item["content"][index]["audio"] = base64.b64encode(bytes(pcm)).decode()
+            item["content"][index]["audio"] = base64.b64encode(encode(bytes(pcm))).decode()
         return item
 
     def audio_ms(self, content_index: int) -> float:

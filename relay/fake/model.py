@@ -14,14 +14,16 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from relay.fake import session_config
+from relay.fake import g711, session_config
 from relay.fake.conversation import Conversation, StoredItem
 from relay.fake.errors import ProtocolError, invalid_type, invalid_value, missing, unknown
+from relay.fake.g711 import is_g711
 from relay.fake.options import FakeOptions
 from relay.fake.response import Event, Reply, ResponseConfig, ResponseStream, Timing, event, text_tokens
 from relay.fake.signals import BYTES_PER_MS, BYTES_PER_SAMPLE, duration_ms, ms_to_bytes, speech_like
@@ -251,11 +253,7 @@ class SimulatedModel:
             )
         if self._audio_sink is not None:
             self._audio_sink += pcm
-        # PCM16 frames may straddle appends; keep the buffer aligned on whole samples.
-        pcm = self._odd_byte + pcm
-        cut = len(pcm) - len(pcm) % BYTES_PER_SAMPLE
-        self._odd_byte = pcm[cut:]
-        pcm = pcm[:cut]
+        pcm = self._decode_input(pcm)
         self._buffer += pcm
         out: list[Event] = []
         for vad_event in self._vad.process(pcm):
@@ -266,6 +264,24 @@ class SimulatedModel:
             if not self._vad.in_speech:
                 self._trim_idle_buffer()
         return out
+
+    def _input_format(self) -> str:
+        return str(self.session["audio"]["input"]["format"]["type"])
+
+    def _decode_input(self, data: bytes) -> bytes:
+        """Bring appended audio to the 24 kHz PCM16 the model works on."""
+        if is_g711(self._input_format()):
+            return g711.to_pcm24k(data, self._input_format())
+        # PCM16 frames may straddle appends; keep the buffer aligned on whole samples.
+        data = self._odd_byte + data
+        cut = len(data) - len(data) % BYTES_PER_SAMPLE
+        self._odd_byte = data[cut:]
+        return data[:cut]
+
+    def _encoder(self, format_type: str) -> Callable[[bytes], bytes]:
+        if is_g711(format_type):
+            return functools.partial(g711.from_pcm24k, format_type=format_type)
+        return bytes
 
     def _trim_idle_buffer(self) -> None:
         keep = ms_to_bytes(self._vad.settings.prefix_padding_ms + IDLE_BUFFER_MS)
@@ -428,7 +444,7 @@ class SimulatedModel:
         raw = client_event.get("item")
         if raw is None:
             raise missing("item")
-        stored = _stored_item(raw)
+        stored = _stored_item(raw, decode=self._item_decoder())
         previous_item_id = client_event.get("previous_item_id")
         if previous_item_id is not None and not isinstance(previous_item_id, str):
             raise invalid_type("previous_item_id", "a string")
@@ -437,6 +453,11 @@ class SimulatedModel:
             event("conversation.item.added", previous_item_id=previous, item=stored.public()),
             event("conversation.item.done", previous_item_id=previous, item=stored.public()),
         ]
+
+    def _item_decoder(self) -> Callable[[bytes], bytes]:
+        if is_g711(self._input_format()):
+            return functools.partial(g711.to_pcm24k, format_type=self._input_format())
+        return bytes
 
     def _item_id(self, client_event: dict[str, Any]) -> str:
         item_id = client_event.get("item_id")
@@ -448,7 +469,9 @@ class SimulatedModel:
 
     def _item_retrieve(self, client_event: dict[str, Any]) -> list[Event]:
         stored = self.conversation.get(self._item_id(client_event))
-        return [event("conversation.item.retrieved", item=stored.with_audio())]
+        direction = "output" if stored.item.get("role") == "assistant" else "input"
+        encoder = self._encoder(self.session["audio"][direction]["format"]["type"])
+        return [event("conversation.item.retrieved", item=stored.with_audio(encoder))]
 
     def _item_delete(self, client_event: dict[str, Any]) -> list[Event]:
         item_id = self._item_id(client_event)
@@ -570,6 +593,7 @@ class SimulatedModel:
             conversation_id=self.conversation.id if in_conversation else None,
             metadata=metadata,
             input_usage=self._input_usage(context, str(instructions)),
+            encode_audio=self._encoder(audio_output["format"]["type"]),
         )
         stream = ResponseStream(
             config,
@@ -594,7 +618,7 @@ class SimulatedModel:
             if isinstance(entry, dict) and entry.get("type") == "item_reference":
                 context.append(self.conversation.get(str(entry.get("id")), f"response.input[{index}].id"))
             else:
-                context.append(_stored_item(entry, f"response.input[{index}]"))
+                context.append(_stored_item(entry, f"response.input[{index}]", self._item_decoder()))
         return context
 
     def _input_usage(self, context: list[StoredItem], instructions: str) -> dict[str, int]:
@@ -744,8 +768,8 @@ _CONTENT_TYPES = {
 }
 
 
-def _stored_item(raw: Any, param: str = "item") -> StoredItem:
-    """Check a client-supplied item and split its audio from its public shape."""
+def _stored_item(raw: Any, param: str = "item", decode: Callable[[bytes], bytes] = bytes) -> StoredItem:
+    """Check a client-supplied item and split its audio (`decode`d to 24 kHz PCM16) from its public shape."""
     if not isinstance(raw, dict):
         raise invalid_type(param, "an object")
     kind = raw.get("type")
@@ -779,7 +803,7 @@ def _stored_item(raw: Any, param: str = "item") -> StoredItem:
                 encoded = part.get("audio")
                 if encoded is not None:
                     try:
-                        audio[index] = bytearray(base64.b64decode(str(encoded), validate=True))
+                        audio[index] = bytearray(decode(base64.b64decode(str(encoded), validate=True)))
                     except (binascii.Error, ValueError) as exc:
                         raise invalid_value(f"{where}.audio", "<audio>", "base64-encoded audio") from exc
             parts.append(public)

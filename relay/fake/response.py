@@ -72,6 +72,8 @@ class ResponseConfig:
     conversation_id: str | None
     metadata: dict[str, Any] | None = None
     input_usage: dict[str, Any] = field(default_factory=dict)
+    #: Turns the model's 24 kHz PCM16 into the wire format of `audio_output` (identity for PCM).
+    encode_audio: Callable[[bytes], bytes] = bytes
 
 
 class ResponseStream:
@@ -274,7 +276,7 @@ class ResponseStream:
                     "response.output_audio.delta",
                     **self._ids(),
                     content_index=0,
-                    delta=base64.b64encode(pcm).decode(),
+                    delta=base64.b64encode(self.config.encode_audio(pcm)).decode(),
                 )
             ]
 

@@ -44,13 +44,14 @@ INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 class ConnectionRecord:
     """What one handshake and connection carried, for tests to inspect.
 
-    `handshake_status` is 101 for an accepted upgrade, or the HTTP status the handshake was refused with.
+    `handshake_status` is 101 for an accepted upgrade, the HTTP status the handshake was refused with, or None
+    while the handshake is still pending (`handshake_delay`).
     """
 
     request_headers: dict[str, str]
     path: str
     query: dict[str, str]
-    handshake_status: int = 101
+    handshake_status: int | None = None
     subprotocol: str | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
@@ -242,6 +243,7 @@ class FakeRealtimeServer:
             record.notify()
             log.info("fake_handshake_refused", status=status, path=path)
             return _json_response(connection, status, body)
+        record.handshake_status = 101
         self._accepted[connection] = (record, options)
         return None
 
@@ -457,8 +459,11 @@ def _json_response(connection: ServerConnection, status: int, body: dict[str, An
 
 
 async def run_fake_upstream(host: str, port: int, options: FakeOptions) -> None:
-    """Serve the simulated model on `host:port` until cancelled."""
-    server = FakeRealtimeServer(options)
+    """Serve the simulated model on `host:port` until cancelled.
+
+    Nobody inspects recordings of a standalone server, so they are off: a long run must not grow in memory.
+    """
+    server = FakeRealtimeServer(dataclasses.replace(options, record=False))
     await server.start(host, port)
     log.info("fake_upstream_started", url=server.url)
     try:
