@@ -219,6 +219,8 @@ async def serve(config: Config) -> None:
             forwarded_allow_ips=list(config.forwarded_allow_ips),
             ws_max_size=max(4 * config.max_message_bytes, 16 * 1024 * 1024),
             ws_per_message_deflate=False,
+            # Measured with `bench relay`: about a third less CPU per session than uvicorn's legacy websockets layer.
+            ws="websockets-sansio",
             timeout_graceful_shutdown=5,
         ),
         app.state.runtime,

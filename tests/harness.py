@@ -73,7 +73,13 @@ async def start_in_process(upstream_url: str, api_key: str, **settings: str) -> 
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws_per_message_deflate=False
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            ws_per_message_deflate=False,
+            ws="websockets-sansio",
         )
     )
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
