@@ -137,3 +137,33 @@ async def test_rate_change_mid_session_flushes_the_old_rate_first(
     reference = soxr.resample(first, 48000, 24000, quality="VHQ").astype(np.int16)
     correlation, lag = best_alignment(received[: expected_first - 48], reference[: expected_first - 48], 96)
     assert correlation >= 0.99 and abs(lag) <= 48
+
+
+async def test_output_at_the_clients_rate(relay: ProxiedRelay, fake_upstream: FakeRealtimeServer) -> None:
+    speech = speech_wav("Hello there.", 24000)
+    async with websockets.connect(relay.ws_url + "?output_rate=48000", max_size=None) as ws:
+        created = await wait_for(ws, "session.created")
+        assert created["session"]["audio"]["output"]["format"]["rate"] == 48000
+        assert created["session"]["audio"]["input"]["format"]["rate"] == 24000
+        await ws.send(json.dumps(MANUAL_TURNS))
+        await ws.send(speech.tobytes())
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        deltas: list[bytes] = []
+        async with asyncio.timeout(10):
+            while True:
+                event = json.loads(await ws.recv())
+                assert event["type"] != "error", event
+                if event["type"] == "response.output_audio.delta":
+                    deltas.append(base64.b64decode(event["delta"]))
+                if event["type"] == "response.done":
+                    break
+    sent_24k = [e for e in fake_upstream.connections[-1].sent if e["type"] == "response.output_audio.delta"]
+    model_samples = sum(len(base64.b64decode(e["delta"])) // 2 for e in sent_24k)
+    played = np.frombuffer(b"".join(deltas), dtype="<i2")
+    # Every sample the model sent arrives, at twice the rate, including what the resampler held at the end.
+    assert abs(len(played) - 2 * model_samples) <= 1
+    model_audio = np.frombuffer(b"".join(base64.b64decode(e["delta"]) for e in sent_24k), dtype="<i2")
+    reference = soxr.resample(model_audio, 24000, 48000, quality="VHQ").astype(np.int16)
+    correlation, lag = best_alignment(played, reference, max_lag=96)
+    assert correlation >= 0.99 and abs(lag) <= 96
