@@ -1,15 +1,18 @@
-"""The conversation the simulated model keeps: ordered items, with their audio held apart from the public item."""
+"""The conversation the simulated model keeps: ordered items, with their audio held apart from the public item,
+and the checking of items that clients supply."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.fake.errors import ProtocolError
+from relay.fake.errors import ProtocolError, invalid_type, invalid_value, missing, unknown
 from relay.fake.signals import duration_ms
+from relay.protocol import new_id
 
 
 @dataclass
@@ -99,3 +102,69 @@ class Conversation:
         self.get(item_id)
         self._order.remove(item_id)
         del self._items[item_id]
+
+
+_CONTENT_TYPES = {
+    "user": ("input_text", "input_audio", "input_image"),
+    "system": ("input_text",),
+    "assistant": ("output_text", "output_audio", "text", "audio"),
+}
+
+
+def parse_item(raw: Any, param: str = "item", decode: Callable[[bytes], bytes] = bytes) -> StoredItem:
+    """Check a client-supplied item and split its audio (`decode`d to 24 kHz PCM16) from its public shape."""
+    if not isinstance(raw, dict):
+        raise invalid_type(param, "an object")
+    kind = raw.get("type")
+    if kind is None:
+        raise missing(f"{param}.type")
+    item_id = raw.get("id") or new_id("item_")
+    if not isinstance(item_id, str):
+        raise invalid_type(f"{param}.id", "a string")
+    item: dict[str, Any] = {"id": item_id, "type": kind, "object": "realtime.item", "status": "completed"}
+    audio: dict[int, bytearray] = {}
+    if kind == "message":
+        role = raw.get("role")
+        if role not in _CONTENT_TYPES:
+            raise invalid_value(f"{param}.role", role, "'user', 'assistant', 'system'")
+        content = raw.get("content")
+        if not isinstance(content, list):
+            raise missing(f"{param}.content")
+        parts: list[dict[str, Any]] = []
+        for index, part in enumerate(content):
+            where = f"{param}.content[{index}]"
+            if not isinstance(part, dict) or part.get("type") not in _CONTENT_TYPES[role]:
+                value = part.get("type") if isinstance(part, dict) else part
+                raise invalid_value(f"{where}.type", value, ", ".join(f"'{t}'" for t in _CONTENT_TYPES[role]))
+            public = {k: v for k, v in part.items() if k != "audio"}
+            if part["type"] in ("input_text", "output_text", "text") and not isinstance(
+                part.get("text"), str
+            ):
+                raise missing(f"{where}.text")
+            if part["type"] in ("input_audio", "output_audio", "audio"):
+                public.setdefault("transcript", None)
+                encoded = part.get("audio")
+                if encoded is not None:
+                    try:
+                        audio[index] = bytearray(decode(base64.b64decode(str(encoded), validate=True)))
+                    except (binascii.Error, ValueError) as exc:
+                        raise invalid_value(f"{where}.audio", "<audio>", "base64-encoded audio") from exc
+            parts.append(public)
+        item["role"] = role
+        item["content"] = parts
+    elif kind == "function_call":
+        for key in ("call_id", "name", "arguments"):
+            if not isinstance(raw.get(key), str):
+                raise missing(f"{param}.{key}")
+            item[key] = raw[key]
+    elif kind == "function_call_output":
+        for key in ("call_id", "output"):
+            if not isinstance(raw.get(key), str):
+                raise missing(f"{param}.{key}")
+            item[key] = raw[key]
+    else:
+        raise invalid_value(f"{param}.type", kind, "'message', 'function_call', 'function_call_output'")
+    for key in raw:
+        if key not in item and key not in ("audio", "content") and key != "object":
+            raise unknown(f"{param}.{key}")
+    return StoredItem(item, audio)

@@ -15,35 +15,31 @@ import base64
 import binascii
 import copy
 import functools
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from relay.fake import g711, session_config
-from relay.fake.conversation import Conversation, StoredItem
-from relay.fake.errors import ProtocolError, invalid_type, invalid_value, missing, unknown
+from relay.fake.conversation import Conversation, StoredItem, parse_item
+from relay.fake.errors import ProtocolError, invalid_type, invalid_value, missing
 from relay.fake.g711 import is_g711
 from relay.fake.options import FakeOptions
-from relay.fake.response import Event, Reply, ResponseConfig, ResponseStream, Timing, event, text_tokens
-from relay.fake.signals import BYTES_PER_MS, BYTES_PER_SAMPLE, duration_ms, ms_to_bytes, speech_like
+from relay.fake.replies import compose_reply, speech_ms
+from relay.fake.response import Event, ResponseConfig, ResponseStream, Timing, event
+from relay.fake.response_request import parse_response_request
+from relay.fake.signals import BYTES_PER_SAMPLE, duration_ms, ms_to_bytes
+from relay.fake.usage import input_usage, rate_limits_event, transcription_usage
 from relay.fake.vad import EnergyVad, VadEvent, VadSettings
-from relay.protocol import API_RATE, dumps, error_event, loads, new_id
+from relay.protocol import API_RATE, error_event, loads, new_id
 
 __all__ = ["FakeOptions", "SimulatedModel", "beta_rejection_events"]
 
 MAX_APPEND_BYTES = 15 * 1024 * 1024
 MIN_COMMIT_MS = 100
-#: Input audio costs one token per 100 ms (600 per minute).
-AUDIO_MS_PER_INPUT_TOKEN = 100
 #: While nobody speaks, the VAD keeps only this much audio beyond the prefix padding.
 IDLE_BUFFER_MS = 1000
 SAMPLES_PER_MS = API_RATE // 1000
-#: Silence kept around the speech when the model plays a voice turn back.
-ECHO_PADDING_MS = 50
 
-RATE_LIMIT_REQUESTS = 5000
-RATE_LIMIT_TOKENS = 400_000
 
 #: GA client events, in the order OpenAI lists them in its "supported values" messages.
 _SUPPORTED_EVENTS = (
@@ -58,20 +54,6 @@ _SUPPORTED_EVENTS = (
     "response.create",
     "response.cancel",
     "output_audio_buffer.clear",
-)
-_RESPONSE_KEYS = frozenset(
-    {
-        "output_modalities",
-        "instructions",
-        "tools",
-        "tool_choice",
-        "max_output_tokens",
-        "audio",
-        "conversation",
-        "input",
-        "metadata",
-        "prompt",
-    }
 )
 
 
@@ -111,8 +93,6 @@ class SimulatedModel:
         self._started: ResponseStream | None = None
         self._idle_deadline: int | None = None
         self._last_input_usage: dict[str, int] = {}
-        self._tokens_used = 0
-        self._requests = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], list[Event]]] = {
             "session.update": self._session_update,
             "input_audio_buffer.append": self._append,
@@ -224,11 +204,13 @@ class SimulatedModel:
     def _session_update(self, client_event: dict[str, Any]) -> list[Event]:
         if "session" not in client_event:
             raise missing("session")
+        was_manual = self._turn_detection() is None
         self.session = session_config.apply_update(
             self.session, client_event["session"], audio_produced=self._audio_produced()
         )
         self._vad.update_settings(self._vad_settings())
-        if self._turn_detection() is None:
+        # Speech the detector saw while turns were manual is not a turn: start detecting afresh either way.
+        if was_manual != (self._turn_detection() is None):
             self._vad.reset()
             self._speech_item_id = None
         return [event("session.updated", session=self._session_copy())]
@@ -404,22 +386,10 @@ class SimulatedModel:
         transcription = self.session["audio"]["input"]["transcription"]
         if transcription is None:
             return []
-        seconds = _speech_ms(stored) / 1000
+        seconds = speech_ms(stored) / 1000
         transcript = f"(simulated transcript: {seconds:.1f} s of speech)"
         stored.item["content"][0]["transcript"] = transcript
-        usage: dict[str, Any]
-        if transcription["model"] == "whisper-1":
-            usage = {"type": "duration", "seconds": round(seconds, 3)}
-        else:
-            audio_tokens = math.ceil(seconds * 1000 / AUDIO_MS_PER_INPUT_TOKEN)
-            out_tokens = text_tokens(transcript)
-            usage = {
-                "type": "tokens",
-                "total_tokens": audio_tokens + out_tokens,
-                "input_tokens": audio_tokens,
-                "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
-                "output_tokens": out_tokens,
-            }
+        usage = transcription_usage(transcription["model"], seconds, transcript)
         ids = {"item_id": stored.id, "content_index": 0}
         return [
             event("conversation.item.input_audio_transcription.delta", **ids, delta=transcript),
@@ -444,7 +414,7 @@ class SimulatedModel:
         raw = client_event.get("item")
         if raw is None:
             raise missing("item")
-        stored = _stored_item(raw, decode=self._item_decoder())
+        stored = parse_item(raw, decode=self._item_decoder())
         previous_item_id = client_event.get("previous_item_id")
         if previous_item_id is not None and not isinstance(previous_item_id, str):
             raise invalid_type("previous_item_id", "a string")
@@ -534,72 +504,32 @@ class SimulatedModel:
             )
         return self._active.cancel("client_cancelled")
 
-    def _start_response(self, request: dict[str, Any]) -> list[Event]:
+    def _start_response(self, raw_request: dict[str, Any]) -> list[Event]:
         if self._active is not None:
             raise ProtocolError(
                 "conversation_already_has_active_response",
                 f"Conversation already has an active response in progress: {self._active.id}. "
                 "Wait until the response is finished before creating a new one.",
             )
-        for key in request:
-            if key not in _RESPONSE_KEYS:
-                raise unknown(f"response.{key}")
-        session = self.session
-        modalities = session["output_modalities"]
-        if "output_modalities" in request:
-            if request["output_modalities"] not in (["audio"], ["text"]):
-                raise invalid_value("response.output_modalities", request["output_modalities"])
-            modalities = request["output_modalities"]
-        max_tokens = session["max_output_tokens"]
-        if "max_output_tokens" in request:
-            max_tokens = session_config.validate_max_tokens(
-                request["max_output_tokens"], "response.max_output_tokens"
-            )
-        tools = session["tools"]
-        if "tools" in request:
-            tools = session_config.validate_tools(request["tools"], "response.tools")
-        tool_choice = session["tool_choice"]
-        if "tool_choice" in request:
-            tool_choice = session_config.validate_tool_choice(request["tool_choice"], "response.tool_choice")
-        instructions = request.get("instructions", session["instructions"])
-        audio_output = {
-            "format": dict(session["audio"]["output"]["format"]),
-            "voice": session["audio"]["output"]["voice"],
-        }
-        requested_audio = request.get("audio")
-        if isinstance(requested_audio, dict) and isinstance(requested_audio.get("output"), dict):
-            out = requested_audio["output"]
-            if "format" in out:
-                audio_output["format"] = session_config.validate_format(
-                    out["format"], "response.audio.output.format"
-                )
-            if "voice" in out:
-                audio_output["voice"] = session_config.validate_voice(
-                    out["voice"], "response.audio.output.voice"
-                )
-        conversation_mode = request.get("conversation", "auto")
-        if conversation_mode not in ("auto", "none"):
-            raise invalid_value("response.conversation", conversation_mode, "'auto', 'none'")
-        metadata = request.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise invalid_type("response.metadata", "an object or null")
-        context = self._context(request)
-        reply = _compose_reply(context, modalities, tools, tool_choice)
-        in_conversation = conversation_mode == "auto"
+        request = parse_response_request(raw_request, self.session)
+        context = self._context(raw_request)
+        reply = compose_reply(context, request.output_modalities, request.tools, request.tool_choice)
+        usage = input_usage(context, request.instructions, self._last_input_usage)
+        self._last_input_usage = usage
         config = ResponseConfig(
-            output_modalities=list(modalities),
-            max_output_tokens=max_tokens,
-            audio_output=audio_output,
-            conversation_id=self.conversation.id if in_conversation else None,
-            metadata=metadata,
-            input_usage=self._input_usage(context, str(instructions)),
-            encode_audio=self._encoder(audio_output["format"]["type"]),
+            output_modalities=request.output_modalities,
+            max_output_tokens=request.max_output_tokens,
+            audio_output=request.audio_output,
+            conversation_id=self.conversation.id if request.in_conversation else None,
+            metadata=request.metadata,
+            input_usage=usage,
+            encode_audio=self._encoder(request.audio_output["format"]["type"]),
         )
         stream = ResponseStream(
             config,
             reply,
             Timing(self.options.first_audio_delay, self.options.pace_audio),
-            self.conversation if in_conversation else None,
+            self.conversation if request.in_conversation else None,
             self._response_finished,
         )
         self._active = stream
@@ -618,210 +548,14 @@ class SimulatedModel:
             if isinstance(entry, dict) and entry.get("type") == "item_reference":
                 context.append(self.conversation.get(str(entry.get("id")), f"response.input[{index}].id"))
             else:
-                context.append(_stored_item(entry, f"response.input[{index}]", self._item_decoder()))
+                context.append(parse_item(entry, f"response.input[{index}]", self._item_decoder()))
         return context
-
-    def _input_usage(self, context: list[StoredItem], instructions: str) -> dict[str, int]:
-        text = text_tokens(instructions)
-        audio = 0
-        for stored in context:
-            for index, part in enumerate(stored.item.get("content", [])):
-                text += text_tokens(str(part.get("text") or part.get("transcript") or ""))
-                audio += math.ceil(stored.audio_ms(index) / AUDIO_MS_PER_INPUT_TOKEN)
-            if stored.item.get("type") != "message":
-                text += text_tokens(str(stored.item.get("arguments") or stored.item.get("output") or ""))
-        # What the previous response already read is served from the prompt cache.
-        usage = {
-            "text_tokens": text,
-            "audio_tokens": audio,
-            "cached_text_tokens": min(text, self._last_input_usage.get("text_tokens", 0)),
-            "cached_audio_tokens": min(audio, self._last_input_usage.get("audio_tokens", 0)),
-        }
-        self._last_input_usage = usage
-        return usage
 
     def _response_finished(self, stream: ResponseStream) -> list[Event]:
         if self._active is stream:
             self._active = None
         # The idle timeout counts from when the reply has finished playing, on the input timeline.
         self._idle_deadline = self._vad.position + int(stream.audio_sent_ms) * SAMPLES_PER_MS
-        usage = stream.output_usage()
-        total = sum(usage.values()) + sum(
-            v for k, v in stream.config.input_usage.items() if not k.startswith("cached")
-        )
-        self._tokens_used += total
-        self._requests += 1
-        return [
-            event(
-                "rate_limits.updated",
-                rate_limits=[
-                    {
-                        "name": "requests",
-                        "limit": RATE_LIMIT_REQUESTS,
-                        "remaining": RATE_LIMIT_REQUESTS - 1,
-                        "reset_seconds": round(60 / RATE_LIMIT_REQUESTS, 3),
-                    },
-                    {
-                        "name": "tokens",
-                        "limit": RATE_LIMIT_TOKENS,
-                        "remaining": max(0, RATE_LIMIT_TOKENS - total),
-                        "reset_seconds": round(60 * total / RATE_LIMIT_TOKENS, 3),
-                    },
-                ],
-            )
-        ]
-
-
-def _compose_reply(
-    context: list[StoredItem], modalities: list[str], tools: list[dict[str, Any]], tool_choice: Any
-) -> Reply:
-    """Decide what the simulated model answers, from the newest meaningful item in the context."""
-    last_user_text = ""
-    reply_text = "Hello! This is the simulated realtime model."
-    reply_audio: bytes | None = None
-    last_kind = ""
-    for stored in reversed(context):
-        item = stored.item
-        if item.get("type") == "function_call_output":
-            reply_text = f"The function returned: {item.get('output', '')}"
-            last_kind = "function_call_output"
-            break
-        if item.get("type") != "message" or item.get("role") != "user":
-            continue
-        audio_parts = [i for i, p in enumerate(item["content"]) if p.get("type") == "input_audio"]
-        heard = [_speech_audio(stored, i) for i in audio_parts if stored.audio.get(i)]
-        texts = [str(p.get("text", "")) for p in item["content"] if p.get("type") == "input_text"]
-        if heard:
-            reply_audio = b"".join(bytes(a) for a in heard)
-            reply_text = f"You spoke for {_speech_ms(stored) / 1000:.1f} seconds; here it is back."
-            last_user_text = " ".join(str(p.get("transcript") or "") for p in item["content"])
-        elif texts:
-            last_user_text = " ".join(texts)
-            reply_text = f"You said: {last_user_text}"
-        else:
-            continue
-        last_kind = "user"
-        break
-    tool = _choose_tool(tools, tool_choice, last_user_text, last_kind)
-    if tool is not None:
-        return Reply("function_call", function_name=str(tool["name"]), arguments=_example_arguments(tool))
-    if modalities == ["text"]:
-        return Reply("text", text=reply_text)
-    if reply_audio is None:
-        reply_audio = speech_like(reply_text)
-    return Reply("audio", text=reply_text, audio=reply_audio)
-
-
-def _speech_ms(stored: StoredItem) -> float:
-    """How long the user actually spoke in an item (its whole audio when the VAD did not mark the speech)."""
-    if stored.speech is not None:
-        return (stored.speech[1] - stored.speech[0]) / BYTES_PER_MS
-    return sum(stored.audio_ms(index) for index in stored.audio)
-
-
-def _speech_audio(stored: StoredItem, content_index: int) -> bytes:
-    """The spoken part of an audio content part, with a little of the padding the VAD kept around it."""
-    audio = bytes(stored.audio.get(content_index, b""))
-    if stored.speech is None or content_index != 0:
-        return audio
-    pad = ms_to_bytes(ECHO_PADDING_MS)
-    start, end = stored.speech
-    return audio[max(0, start - pad) : end + pad]
-
-
-def _choose_tool(
-    tools: list[dict[str, Any]], tool_choice: Any, user_text: str, last_kind: str
-) -> dict[str, Any] | None:
-    functions = [t for t in tools if t.get("type") == "function"]
-    if not functions or tool_choice == "none":
-        return None
-    if isinstance(tool_choice, dict):
-        return next((t for t in functions if t["name"] == tool_choice.get("name")), None)
-    if tool_choice == "required":
-        return functions[0]
-    # "auto": call a function the user named, but never right after a function result (no call loops).
-    if last_kind != "user":
-        return None
-    spoken = user_text.lower()
-    for tool in functions:
-        name = str(tool["name"]).lower()
-        if name in spoken or name.replace("_", " ") in spoken:
-            return tool
-    return None
-
-
-def _example_arguments(tool: dict[str, Any]) -> str:
-    """Arguments that fit the tool's JSON schema, with placeholder values."""
-    properties = (tool.get("parameters") or {}).get("properties") or {}
-    examples = {"string": "example", "number": 1, "integer": 1, "boolean": True, "array": [], "object": {}}
-    args = {
-        name: examples.get(str(spec.get("type")) if isinstance(spec, dict) else "")
-        for name, spec in properties.items()
-    }
-    return dumps(args)
-
-
-_CONTENT_TYPES = {
-    "user": ("input_text", "input_audio", "input_image"),
-    "system": ("input_text",),
-    "assistant": ("output_text", "output_audio", "text", "audio"),
-}
-
-
-def _stored_item(raw: Any, param: str = "item", decode: Callable[[bytes], bytes] = bytes) -> StoredItem:
-    """Check a client-supplied item and split its audio (`decode`d to 24 kHz PCM16) from its public shape."""
-    if not isinstance(raw, dict):
-        raise invalid_type(param, "an object")
-    kind = raw.get("type")
-    if kind is None:
-        raise missing(f"{param}.type")
-    item_id = raw.get("id") or new_id("item_")
-    if not isinstance(item_id, str):
-        raise invalid_type(f"{param}.id", "a string")
-    item: dict[str, Any] = {"id": item_id, "type": kind, "object": "realtime.item", "status": "completed"}
-    audio: dict[int, bytearray] = {}
-    if kind == "message":
-        role = raw.get("role")
-        if role not in _CONTENT_TYPES:
-            raise invalid_value(f"{param}.role", role, "'user', 'assistant', 'system'")
-        content = raw.get("content")
-        if not isinstance(content, list):
-            raise missing(f"{param}.content")
-        parts: list[dict[str, Any]] = []
-        for index, part in enumerate(content):
-            where = f"{param}.content[{index}]"
-            if not isinstance(part, dict) or part.get("type") not in _CONTENT_TYPES[role]:
-                value = part.get("type") if isinstance(part, dict) else part
-                raise invalid_value(f"{where}.type", value, ", ".join(f"'{t}'" for t in _CONTENT_TYPES[role]))
-            public = {k: v for k, v in part.items() if k != "audio"}
-            if part["type"] in ("input_text", "output_text", "text") and not isinstance(
-                part.get("text"), str
-            ):
-                raise missing(f"{where}.text")
-            if part["type"] in ("input_audio", "output_audio", "audio"):
-                public.setdefault("transcript", None)
-                encoded = part.get("audio")
-                if encoded is not None:
-                    try:
-                        audio[index] = bytearray(decode(base64.b64decode(str(encoded), validate=True)))
-                    except (binascii.Error, ValueError) as exc:
-                        raise invalid_value(f"{where}.audio", "<audio>", "base64-encoded audio") from exc
-            parts.append(public)
-        item["role"] = role
-        item["content"] = parts
-    elif kind == "function_call":
-        for key in ("call_id", "name", "arguments"):
-            if not isinstance(raw.get(key), str):
-                raise missing(f"{param}.{key}")
-            item[key] = raw[key]
-    elif kind == "function_call_output":
-        for key in ("call_id", "output"):
-            if not isinstance(raw.get(key), str):
-                raise missing(f"{param}.{key}")
-            item[key] = raw[key]
-    else:
-        raise invalid_value(f"{param}.type", kind, "'message', 'function_call', 'function_call_output'")
-    for key in raw:
-        if key not in item and key not in ("audio", "content") and key != "object":
-            raise unknown(f"{param}.{key}")
-    return StoredItem(item, audio)
+        output = sum(stream.output_usage().values())
+        read = sum(v for k, v in stream.config.input_usage.items() if not k.startswith("cached"))
+        return [rate_limits_event(output + read)]

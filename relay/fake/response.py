@@ -203,8 +203,10 @@ class ResponseStream:
                 delay = previous_ms / 1000 if self._timing.pace else 0.0
             add((delay, self._play(piece)))
             previous_ms = duration_ms(piece)
-        for word in words[len(pieces) :]:
-            add((self._timing.first_delay if not pieces else 0.0, self._say(word)))
+        for index, word in enumerate(words[len(pieces) :]):
+            # Without any audio (all cut by max_output_tokens), the first content still waits first_delay.
+            delay = self._timing.first_delay if not pieces and index == 0 else 0.0
+            add((delay, self._say(word)))
         tail = previous_ms / 1000 if self._timing.pace else 0.0
         add((tail, self._close_and_finish))
 

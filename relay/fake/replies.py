@@ -1,0 +1,103 @@
+"""What the simulated model answers: the user's own speech played back, an echo of typed text, or a call of
+a tool the user named. Pure functions of the conversation context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay.fake.conversation import StoredItem
+from relay.fake.response import Reply
+from relay.fake.signals import BYTES_PER_MS, ms_to_bytes, speech_like
+from relay.protocol import dumps
+
+#: Silence kept around the speech when the model plays a voice turn back.
+ECHO_PADDING_MS = 50
+
+
+def compose_reply(
+    context: list[StoredItem], modalities: list[str], tools: list[dict[str, Any]], tool_choice: Any
+) -> Reply:
+    """Decide what the simulated model answers, from the newest meaningful item in the context."""
+    last_user_text = ""
+    reply_text = "Hello! This is the simulated realtime model."
+    reply_audio: bytes | None = None
+    last_kind = ""
+    for stored in reversed(context):
+        item = stored.item
+        if item.get("type") == "function_call_output":
+            reply_text = f"The function returned: {item.get('output', '')}"
+            last_kind = "function_call_output"
+            break
+        if item.get("type") != "message" or item.get("role") != "user":
+            continue
+        audio_parts = [i for i, p in enumerate(item["content"]) if p.get("type") == "input_audio"]
+        heard = [speech_audio(stored, i) for i in audio_parts if stored.audio.get(i)]
+        texts = [str(p.get("text", "")) for p in item["content"] if p.get("type") == "input_text"]
+        if heard:
+            reply_audio = b"".join(bytes(a) for a in heard)
+            reply_text = f"You spoke for {speech_ms(stored) / 1000:.1f} seconds; here it is back."
+            last_user_text = " ".join(str(p.get("transcript") or "") for p in item["content"])
+        elif texts:
+            last_user_text = " ".join(texts)
+            reply_text = f"You said: {last_user_text}"
+        else:
+            continue
+        last_kind = "user"
+        break
+    tool = _choose_tool(tools, tool_choice, last_user_text, last_kind)
+    if tool is not None:
+        return Reply("function_call", function_name=str(tool["name"]), arguments=_example_arguments(tool))
+    if modalities == ["text"]:
+        return Reply("text", text=reply_text)
+    if reply_audio is None:
+        reply_audio = speech_like(reply_text)
+    return Reply("audio", text=reply_text, audio=reply_audio)
+
+
+def speech_ms(stored: StoredItem) -> float:
+    """How long the user actually spoke in an item (its whole audio when the VAD did not mark the speech)."""
+    if stored.speech is not None:
+        return (stored.speech[1] - stored.speech[0]) / BYTES_PER_MS
+    return sum(stored.audio_ms(index) for index in stored.audio)
+
+
+def speech_audio(stored: StoredItem, content_index: int) -> bytes:
+    """The spoken part of an audio content part, with a little of the padding the VAD kept around it."""
+    audio = bytes(stored.audio.get(content_index, b""))
+    if stored.speech is None or content_index != 0:
+        return audio
+    pad = ms_to_bytes(ECHO_PADDING_MS)
+    start, end = stored.speech
+    return audio[max(0, start - pad) : end + pad]
+
+
+def _choose_tool(
+    tools: list[dict[str, Any]], tool_choice: Any, user_text: str, last_kind: str
+) -> dict[str, Any] | None:
+    functions = [t for t in tools if t.get("type") == "function"]
+    if not functions or tool_choice == "none":
+        return None
+    if isinstance(tool_choice, dict):
+        return next((t for t in functions if t["name"] == tool_choice.get("name")), None)
+    if tool_choice == "required":
+        return functions[0]
+    # "auto": call a function the user named, but never right after a function result (no call loops).
+    if last_kind != "user":
+        return None
+    spoken = user_text.lower()
+    for tool in functions:
+        name = str(tool["name"]).lower()
+        if name in spoken or name.replace("_", " ") in spoken:
+            return tool
+    return None
+
+
+def _example_arguments(tool: dict[str, Any]) -> str:
+    """Arguments that fit the tool's JSON schema, with placeholder values."""
+    properties = (tool.get("parameters") or {}).get("properties") or {}
+    examples = {"string": "example", "number": 1, "integer": 1, "boolean": True, "array": [], "object": {}}
+    args = {
+        name: examples.get(str(spec.get("type")) if isinstance(spec, dict) else "")
+        for name, spec in properties.items()
+    }
+    return dumps(args)
