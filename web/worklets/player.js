@@ -72,6 +72,7 @@ export class PlayerCore {
     this.reportEvery = Math.max(1, Math.round((rate * reportMs) / 1000));
     this.ring = new SampleRing();
     this.segments = []; // [{itemId, remaining}] in ring order
+    this.lastItem = null; // the item of the newest queued audio
     this.played = new Map(); // itemId → samples rendered
     this.ended = new Set(); // items whose audio is complete
     this.dropped = new Set(); // flushed items: late audio for them is ignored
@@ -89,6 +90,7 @@ export class PlayerCore {
     const last = this.segments[this.segments.length - 1];
     if (last && last.itemId === itemId) last.remaining += int16.length;
     else this.segments.push({ itemId, remaining: int16.length });
+    this.lastItem = itemId;
     if (this.state === "idle") this.state = "buffering";
   }
 
@@ -113,6 +115,7 @@ export class PlayerCore {
     for (const segment of this.segments) this.dropped.add(segment.itemId);
     this.ring.clear();
     this.segments = [];
+    this.lastItem = null;
     this.fade = null;
     this.state = "idle";
   }
@@ -134,6 +137,7 @@ export class PlayerCore {
         for (const itemId of fade.items) played[itemId] = this.played.get(itemId) ?? 0;
         this.ring.clear();
         this.segments = [];
+        this.lastItem = null;
         this.fade = null;
         this.state = "idle";
         for (const id of fade.ids) messages.push({ type: "flushed", id, played });
@@ -169,10 +173,9 @@ export class PlayerCore {
     return messages;
   }
 
-  /** Whether all queued audio is complete (the newest queued item has ended), so there is nothing to wait for. */
+  /** Whether the newest item's audio is complete, so there is nothing more to wait for. */
   #tailComplete() {
-    const last = this.segments[this.segments.length - 1];
-    return !last || this.ended.has(last.itemId);
+    return this.lastItem === null || this.ended.has(this.lastItem);
   }
 
   #account(count, frame, messages) {
