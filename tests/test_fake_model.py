@@ -705,3 +705,43 @@ def test_binary_frame_oversized_append_and_webrtc_only_event() -> None:
     assert (
         error_of(model.handle({"type": "input_audio_buffer.append"}))["code"] == "missing_required_parameter"
     )
+
+
+def spoken(text: str, tmp_path: Any) -> np.ndarray:
+    """Real synthetic speech (espeak-ng), at 24 kHz, as floats."""
+    import subprocess
+    import wave
+
+    import soxr
+
+    path = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, timeout=30)
+    with wave.open(str(path)) as wav:
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64) / 32768
+    resampled: np.ndarray = soxr.resample(samples, rate, RATE)
+    assert np.sqrt(np.mean(resampled**2)) > 0.01  # the synthesiser really produced sound
+    return resampled
+
+
+def test_vad_on_real_speech_honours_silence_duration(tmp_path: Any) -> None:
+    voice = spoken("Hello, this is a test of the simulated model. It should hear one turn.", tmp_path)
+    audio = pcm(np.concatenate([silence(0.5), voice, silence(1.0)]), noise_dbfs=-60.0)
+    # Truth from the signal itself: the first and last 10 ms frames louder than -40 dBFS.
+    frames = np.frombuffer(audio, dtype="<i2").astype(np.float64)[: len(audio) // 480 * 240].reshape(-1, 240)
+    loud = np.flatnonzero(10 * np.log10(np.mean((frames / 32768) ** 2, axis=1) + 1e-20) >= -40.0)
+    first_ms, last_ms = loud[0] * 10, (loud[-1] + 1) * 10
+
+    model = SimulatedModel(FakeOptions(), "gpt-realtime")
+    events = feed(model, audio)
+    starts = [e["audio_start_ms"] for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    stops = [e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    assert len(starts) == len(stops) == 1  # pauses between words and sentences stay inside the turn
+    assert abs(starts[0] - first_ms) <= 30 and abs(stops[0] - last_ms) <= 30
+
+    eager = SimulatedModel(FakeOptions(), "gpt-realtime")
+    update = {"type": "realtime", "audio": {"input": {"turn_detection": {"silence_duration_ms": 200}}}}
+    eager.handle({"type": "session.update", "session": update})
+    events = feed(eager, audio)
+    # The pause after "model." is longer than 200 ms: with that setting the sentence boundary ends a turn.
+    assert types(events).count("input_audio_buffer.speech_stopped") >= 2

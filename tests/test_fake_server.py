@@ -338,3 +338,64 @@ async def test_official_sdk_talks_to_the_fake() -> None:
         assert record.query["model"] == "gpt-realtime"
         assert record.received_types() == ["session.update", "conversation.item.create", "response.create"]
         assert "openai-beta" not in record.request_headers
+
+
+async def test_largest_append_fits_in_one_message(server: FakeRealtimeServer) -> None:
+    limit = 15 * 1024 * 1024
+    async with connect(server.url, max_size=None) as ws:
+        await recv(ws)
+        await send(
+            ws,
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+            },
+        )
+        await recv(ws)
+        await send(
+            ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(limit)).decode()}
+        )
+        await send(
+            ws,
+            {
+                "type": "input_audio_buffer.append",
+                "event_id": "big",
+                "audio": base64.b64encode(bytes(limit + 2)).decode(),
+            },
+        )
+        error = await recv(ws)
+        assert (error["error"]["code"], error["error"]["event_id"]) == ("invalid_value", "big")
+        await send(ws, {"type": "input_audio_buffer.commit"})
+        committed = await recv(ws)
+        assert committed["type"] == "input_audio_buffer.committed"
+    record = await server.wait_for_connection()
+    await record.wait_for_received("input_audio_buffer.commit")
+    assert len(record.input_audio) == limit  # the refused append is not part of what the model heard
+
+
+async def test_client_cancel_stops_a_paced_reply(server: FakeRealtimeServer) -> None:
+    server.options.pace_audio = True
+    async with connect(server.url) as ws:
+        await recv(ws)
+        await send(
+            ws,
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+            },
+        )
+        await recv(ws)
+        await send(
+            ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm(speech(2.0))).decode()}
+        )
+        await send(ws, {"type": "input_audio_buffer.commit"})
+        await send(ws, {"type": "response.create"})
+        await recv_until(ws, "response.output_audio.delta")
+        await send(ws, {"type": "response.cancel", "event_id": "stop"})
+        events = await recv_until(ws, "response.done")
+        assert events[-1]["response"]["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+        audio_deltas = [e for e in events if e["type"] == "response.output_audio.delta"]
+        assert len(audio_deltas) < 5  # the 2 s reply was cut after a few 100 ms deltas
+        await send(ws, {"type": "response.cancel", "event_id": "again"})
+        error = (await recv_until(ws, "error"))[-1]
+        assert (error["error"]["code"], error["error"]["event_id"]) == ("response_cancel_not_active", "again")

@@ -45,7 +45,9 @@ class ConnectionRecord:
     """What one handshake and connection carried, for tests to inspect.
 
     `handshake_status` is 101 for an accepted upgrade, the HTTP status the handshake was refused with, or None
-    while the handshake is still pending (`handshake_delay`).
+    while the handshake is still pending (`handshake_delay`). `received` holds the client events that parsed
+    as JSON objects; `input_audio` the decoded bytes of every accepted `input_audio_buffer.append`, in the
+    session's input format (24 kHz PCM16 unless the client chose G.711). `model` is the live protocol state.
     """
 
     request_headers: dict[str, str]
