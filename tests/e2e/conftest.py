@@ -47,18 +47,24 @@ def microphone_wav(path: Path, parts: Sequence[str | float], rate: int = WAV_RAT
     return path, samples
 
 
+LaunchBrowser = Callable[..., Awaitable[Browser]]
+
+
 @pytest.fixture
-async def launch_browser() -> AsyncIterator[Callable[[Path], Awaitable[Browser]]]:
-    """`await launch_browser(wav)`: Chromium whose microphone plays `wav` once (no loop)."""
+async def launch_browser() -> AsyncIterator[LaunchBrowser]:
+    """`await launch_browser(wav)`: Chromium whose microphone plays `wav` once (no loop).
+
+    With `allow_microphone=False` the browser's permission prompt is not auto-accepted, so the page is refused
+    the microphone as when a user clicks "Block".
+    """
     playwright = await async_playwright().start()
     browsers: list[Browser] = []
 
-    async def launch(wav: Path) -> Browser:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}%noloop"],
-        )
+    async def launch(wav: Path, *, allow_microphone: bool = True) -> Browser:
+        args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}%noloop"]
+        if not allow_microphone:
+            args.remove("--use-fake-ui-for-media-stream")
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         browsers.append(browser)
         return browser
 

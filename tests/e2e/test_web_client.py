@@ -16,15 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 import soxr
-from playwright.async_api import Browser
 
 from relay.fake.server import FakeRealtimeServer
-from tests.e2e.conftest import WAV_RATE, WebPage, microphone_wav, open_page
+from tests.e2e.conftest import WAV_RATE, LaunchBrowser, WebPage, microphone_wav, open_page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 StartRelay = Callable[..., Awaitable[Any]]
-LaunchBrowser = Callable[[Path], Awaitable[Browser]]
 
 API_RATE = 24000
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
@@ -325,4 +323,38 @@ async def test_simulated_model_badge_and_language(
     await page.wait_for_selector("#loading", state="hidden")
     assert await page.evaluate("document.documentElement.lang") == "en"
     assert (await page.text_content("#simulated-badge") or "").strip() == await web.string("badge.simulated")
+    assert web.errors == []
+
+
+async def test_microphone_refused_then_typed_turn(
+    fake_upstream: FakeRealtimeServer, start_relay: StartRelay, launch_browser: LaunchBrowser, tmp_path: Path
+) -> None:
+    """A blocked microphone is explained and the conversation still works by typing."""
+    wav, _ = microphone_wav(tmp_path / "quiet.wav", [2.0])
+    relay = await start_relay(upstream_url=fake_upstream.url)
+    web = await open_page(await launch_browser(wav, allow_microphone=False), relay.base_url)
+    page = web.page
+
+    await page.click("#connect-btn")
+    record = await fake_upstream.wait_for_connection()
+    await web.wait_for("d.state === 'connected'")
+    assert await page.text_content("#error-text") == await web.string("mic.denied")
+    assert await page.get_attribute("#mic-btn", "aria-pressed") == "false"
+
+    await page.fill("#compose-input", "What is the weather like?")
+    await page.press("#compose-input", "Enter")
+    await web.wait_for(
+        "d.events['response.done'] === 1 && d.turnLatenciesMs.length === 1 && d.state === 'connected'"
+    )
+    created = [e for e in record.received if e.get("type") == "conversation.item.create"]
+    assert created[0]["item"]["content"] == [{"type": "input_text", "text": "What is the weather like?"}]
+    assert any(e.get("type") == "response.create" for e in record.received)
+    (item,) = assistant_items(record.sent)
+    debug = await web.debug()
+    assert debug["playedSamplesByItem"][item] == debug["receivedSamplesByItem"][item] > 0
+    lines = await chat_lines(web)
+    assert [line["role"] for line in lines] == ["user", "assistant"]
+    assert lines[0]["text"] == "What is the weather like?"
+    assert lines[1]["text"].startswith("You said: What is the weather like?")
+    print(f"\ntyped turn latency (send → reply audio started): {debug['turnLatenciesMs'][0]} ms")
     assert web.errors == []
