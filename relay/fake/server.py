@@ -163,6 +163,10 @@ class FakeRealtimeServer:
             return
         server, self._server = self._server, None
         self._stopping.set()
+        # Upgrades accepted but never handed to a handler (the client vanished mid-handshake) end here too.
+        for record, _ in self._accepted.values():
+            record.closed.set()
+        self._accepted.clear()
         server.close()
         try:
             await asyncio.wait_for(server.wait_closed(), 5.0)
@@ -268,7 +272,10 @@ class FakeRealtimeServer:
     # ----- connection -----
 
     async def _handle(self, websocket: ServerConnection) -> None:
-        record, options = self._accepted.pop(websocket)
+        accepted = self._accepted.pop(websocket, None)
+        if accepted is None:  # stop() began between the upgrade and this handler
+            return
+        record, options = accepted
         record.subprotocol = websocket.subprotocol
         model_name = record.query.get("model") or DEFAULT_MODEL
         session = _Session(websocket, record, options, model_name)
