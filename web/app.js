@@ -211,6 +211,10 @@ function updateLine(li, entry) {
   tag.hidden = !entry.interrupted;
 }
 
+function startMeter() {
+  if (app.meterFrame === 0) app.meterFrame = requestAnimationFrame(animateMeter);
+}
+
 function animateMeter() {
   // Decay so the bar falls smoothly between capture frames and drops to zero when the microphone stops.
   app.level *= 0.88;
@@ -221,7 +225,9 @@ function animateMeter() {
     $("meter").setAttribute("aria-valuenow", String(percent));
     app.meterAnnouncedAt = now;
   }
-  app.meterFrame = requestAnimationFrame(animateMeter);
+  // Stop redrawing once the bar is empty and no microphone can refill it (saves battery on phones).
+  const idle = !app.engine && app.level < 0.001;
+  app.meterFrame = idle ? 0 : requestAnimationFrame(animateMeter);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -437,6 +443,7 @@ async function connect(engine) {
     app.level = Math.max(app.level, frame.rms);
   };
   engine.onPlayerMessage = (message) => voice.handlePlayerMessage(message);
+  startMeter();
 
   // Ask for the microphone while the socket opens: the permission prompt is the slow part.
   const mic = app.micWanted ? startMic() : Promise.resolve();
@@ -569,13 +576,19 @@ function bindEvents() {
   $("noise-input").addEventListener("change", (e) => updateSetting("noiseSuppression", e.target.checked));
   $("gain-input").addEventListener("change", (e) => updateSetting("autoGainControl", e.target.checked));
   window.addEventListener("pagehide", () => disconnect());
+  // iOS suspends ("interrupted") the context for calls and other apps' audio; it may only resume on a gesture.
+  for (const type of ["pointerdown", "keydown"]) {
+    document.addEventListener(type, () => {
+      const ctx = app.engine?.ctx;
+      if (ctx && ctx.state !== "running" && ctx.state !== "closed") void ctx.resume();
+    });
+  }
 }
 
 async function start() {
   bindEvents();
   app.settings = loadSettings(storage);
   setLanguage(pickLanguage(navigator.languages ?? [navigator.language], loadStoredLanguage(storage)), false);
-  animateMeter();
   const config = await fetchConfig();
   if (!config) {
     applyConfig({});

@@ -58,7 +58,7 @@ export const STRINGS = {
     "chat.transcriptionFailed": "(transcript unavailable)",
     "chat.interrupted": "interrupted",
     "compose.label": "Type a message",
-    "compose.placeholder": "Type a message and press Send",
+    "compose.placeholder": "Type a message",
     "compose.send": "Send",
     "err.title": "Something went wrong",
     "err.relay_upstream_unavailable":
@@ -164,7 +164,7 @@ export const STRINGS = {
     "chat.transcriptionFailed": "（文字起こしできませんでした）",
     "chat.interrupted": "中断",
     "compose.label": "メッセージを入力",
-    "compose.placeholder": "メッセージを入力して「送信」を押してください",
+    "compose.placeholder": "メッセージを入力",
     "compose.send": "送信",
     "err.title": "問題が発生しました",
     "err.relay_upstream_unavailable":
