@@ -134,6 +134,7 @@ export class VoiceSession {
     this.unplayed.clear();
     this.debug.bargeIns++;
     this.debug.bargeInAtMs = this.now();
+    this.debug.outputLatencyMs = this.player.outputLatencyMs();
     const played = await this.player.flush();
     for (const itemId of items) {
       const samples = played[itemId] ?? this.debug.playedSamplesByItem[itemId] ?? 0;

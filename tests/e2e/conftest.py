@@ -107,6 +107,7 @@ class WebPage:
         """Save a full-page screenshot under test-artifacts/screenshots/."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
+        await self.page.mouse.move(0, 0)  # no hover colour on the last button clicked
         await self.page.screenshot(path=str(path), full_page=True)
         return path
 

@@ -102,7 +102,7 @@ async def test_voice_turn_through_the_relay(
 
     await page.click("#connect-btn")
     record = await fake_upstream.wait_for_connection()
-    await web.wait_for("d.state === 'listening'")
+    await web.wait_for("d.state === 'listening' && d.captureRms > 0.05")  # the user is speaking
     await web.screenshot("connected-listening")
 
     # The simulated model answers a voice turn by playing the user's speech back, with a transcript.
@@ -238,6 +238,7 @@ async def test_sign_in_with_access_token(
     )
     assert await page.get_attribute("#token-input", "aria-invalid") == "true"
     assert await page.is_visible("#signin-view")
+    await web.screenshot("signed-out-wrong-token")
 
     await page.fill("#token-input", token)
     await page.click("#signin-submit")
