@@ -257,6 +257,19 @@ async def test_sign_in_with_access_token(
     await page.click("#signout")
     await page.wait_for_selector("#signin-view", state="visible", timeout=5000)
     assert (await web.debug())["state"] == "disconnected"
+
+    # A guesser is slowed down, and the page says how long to wait (the relay's Retry-After).
+    template = await web.string("login.rateLimited")
+    before, after = template.split("{seconds}")
+    for _ in range(10):
+        await page.fill("#token-input", "guess")
+        await page.click("#signin-submit")
+        await page.wait_for_function("() => !document.querySelector('#signin-submit').disabled")
+        message = await page.text_content("#signin-error") or ""
+        if message.startswith(before):
+            break
+    assert message.startswith(before) and message.endswith(after), message
+    assert int(message[len(before) : len(message) - len(after)]) > 0
     assert web.errors == []
 
 
