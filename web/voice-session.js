@@ -40,6 +40,7 @@ export class VoiceSession {
       bargeIns: 0,
       droppedStaleDeltas: 0,
       underruns: 0,
+      starvedMs: 0,
       events: {},
       sessionInputRate: null,
       sessionOutputRate: null,
@@ -97,8 +98,11 @@ export class VoiceSession {
   handlePlayerMessage(msg) {
     switch (msg?.type) {
       case "progress":
-        for (const [itemId, samples] of Object.entries(msg.played ?? {})) this.#notePlayed(itemId, samples);
+        this.#noteProgress(msg);
         this.#setPlayerState(msg.state);
+        break;
+      case "flushed":
+        this.#noteProgress(msg);
         break;
       case "started":
         this.debug.startedAtMs[msg.itemId] = this.now();
@@ -216,6 +220,11 @@ export class VoiceSession {
       this.player.end(item.id);
       if (cancelled) this.cancelled.add(item.id);
     }
+  }
+
+  #noteProgress(msg) {
+    for (const [itemId, samples] of Object.entries(msg.played ?? {})) this.#notePlayed(itemId, samples);
+    if (Number.isFinite(msg.starved)) this.debug.starvedMs = (msg.starved * 1000) / this.player.rate;
   }
 
   #notePlayed(itemId, samples) {

@@ -160,10 +160,20 @@ async def test_voice_turn_through_the_relay(
     assert web.errors == []
 
 
+@pytest.mark.parametrize("paced", [False, True], ids=["reply-sent-at-once", "reply-streamed-in-real-time"])
 async def test_barge_in_truncates_at_what_was_played(
-    fake_upstream: FakeRealtimeServer, start_relay: StartRelay, launch_browser: LaunchBrowser, tmp_path: Path
+    fake_upstream: FakeRealtimeServer,
+    start_relay: StartRelay,
+    launch_browser: LaunchBrowser,
+    tmp_path: Path,
+    paced: bool,
 ) -> None:
-    """Speaking over the reply stops it at once; the truncate sent matches the samples the player played."""
+    """Speaking over the reply stops it at once; the truncate sent matches the samples the player played.
+
+    The reply either arrives whole before the barge-in (the model is done; only the page knows what was heard) or
+    is still streaming (the model cancels it too, and late audio of the cut item must not play).
+    """
+    fake_upstream.options.pace_audio = paced
     # The second phrase starts while the first reply (the first phrase played back) is still playing.
     wav, _ = microphone_wav(
         tmp_path / "barge.wav", [1.0, "Tell me a story about the sea.", 0.9, "Wait, stop please.", 3.0]
@@ -190,20 +200,28 @@ async def test_barge_in_truncates_at_what_was_played(
     assert abs(end_ms - played_ms) <= 50
     assert debug["lastTruncate"]["audioEndMs"] == end_ms
 
-    # It really was cut mid-reply, and playback stopped there: nothing more of that item was played later.
-    assert 0 < end_ms < delivered_ms(record.sent, first) - 100
+    # It really was cut mid-reply (a streamed reply was also cancelled by the model, checked below), and
+    # playback stopped there: nothing more of that item was played later.
+    delivered = delivered_ms(record.sent, first)
+    assert 0 < end_ms < delivered - (0 if paced else 100)
     assert debug["playedSamplesByItem"][first] == at_barge_in["playedSamplesByItem"][first]
-    # The play time agrees with the wall clock between the first sample and the barge-in. Samples already
-    # rendered into the output path when the flush lands are still heard, so the count may exceed the wall
-    # clock by up to that path's latency (as the browser reports it), never fall short of it.
+    # The play time agrees with the wall clock between the first sample and the barge-in, less any gaps while
+    # the player waited for late audio. Samples already rendered into the output path when the flush lands are
+    # still heard, so the count may exceed the clock by up to that path's latency (as the browser reports it).
     wall_ms = at_barge_in["bargeInAtMs"] - at_barge_in["startedAtMs"][first]
     pipeline_ms = at_barge_in["outputLatencyMs"]
+    starved_ms = debug["starvedMs"]
     print(
-        f"barge-in: {wall_ms:.1f} ms of wall clock between reply start and barge-in; output path {pipeline_ms} ms"
+        f"barge-in: {wall_ms:.1f} ms of wall clock since the reply started, {starved_ms:.1f} ms of it starved; "
+        f"output path {pipeline_ms} ms"
     )
-    assert -50 <= end_ms - wall_ms <= pipeline_ms + 50
+    assert -50 <= end_ms - (wall_ms - starved_ms) <= pipeline_ms + 50
 
-    # The model accepted it, and the page marks the line as interrupted.
+    # A streaming reply was cancelled by the model itself when the user spoke.
+    done = [e["response"] for e in record.sent if e.get("type") == "response.done"]
+    assert done[0]["status"] == ("cancelled" if paced else "completed")
+
+    # The model accepted the truncate, and the page marks the line as interrupted.
     truncated = [e for e in record.sent if e.get("type") == "conversation.item.truncated"]
     assert [e["item_id"] for e in truncated] == [first]
     assert not [e for e in record.sent if e.get("type") == "error"]

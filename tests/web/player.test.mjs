@@ -123,5 +123,19 @@ test("flush while still buffering answers at once with nothing played", () => {
   core.push("a", ramp(100));
   core.flush(1);
   const { messages } = render(core, 1);
-  assert.deepEqual(messages.find((m) => m.type === "flushed"), { type: "flushed", id: 1, played: { a: 0 } });
+  assert.deepEqual(messages.find((m) => m.type === "flushed"), { type: "flushed", id: 1, played: { a: 0 }, starved: 0 });
+});
+
+test("silence output during an underrun is counted, so played time can be squared with the clock", () => {
+  const core = new PlayerCore(RATE, { prebufferMs: 0 });
+  core.push("a", ramp(200));
+  render(core, 2); // 200 played, 56 starved in the second quantum
+  render(core, 3); // 384 more starved while waiting
+  core.push("a", ramp(128));
+  const { messages } = render(core, 1); // resumes: no longer starving
+  render(core, 1); // ran dry again: starving
+  core.end("a");
+  render(core, 2); // ended: not starving, just finished
+  assert.equal(core.starved, 56 + 384 + 128);
+  assert.equal(messages.find((m) => m.type === "progress").starved, 440);
 });

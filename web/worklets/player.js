@@ -7,7 +7,7 @@
 //               {type:"reset"}                                     drop everything at once (disconnect)
 // Messages out: {type:"started", itemId, frame}      first sample of an item rendered (context frame number)
 //               {type:"progress", played, buffered, state}  played = {itemId: samples played so far}, changed items only
-//               {type:"underrun"} {type:"drained"}  {type:"flushed", id, played}
+//               {type:"underrun"} {type:"drained"}  {type:"flushed", id, played, starved}
 //
 // Loaded with audioWorklet.addModule(); also importable by tests, so the audio-thread globals are guarded.
 
@@ -82,6 +82,8 @@ export class PlayerCore {
     this.fade = null; // {remaining, total, id} while fading out before a flush
     this.sinceReport = 0;
     this.underruns = 0;
+    this.starving = false; // inside an underrun: the reply has begun and more of it is awaited
+    this.starved = 0; // silent samples output during underruns (a listener hears these as a gap)
   }
 
   push(itemId, int16) {
@@ -140,7 +142,7 @@ export class PlayerCore {
         this.lastItem = null;
         this.fade = null;
         this.state = "idle";
-        for (const id of fade.ids) messages.push({ type: "flushed", id, played });
+        for (const id of fade.ids) messages.push({ type: "flushed", id, played, starved: this.starved });
       }
     } else {
       if (this.state === "buffering" && (this.ring.size >= this.prebuffer || this.#tailComplete())) {
@@ -158,6 +160,7 @@ export class PlayerCore {
           } else {
             this.state = "buffering";
             this.underruns++;
+            this.starving = true;
             messages.push({ type: "underrun" });
           }
         }
@@ -166,6 +169,8 @@ export class PlayerCore {
       }
     }
     out.fill(0, written);
+    if (this.starving && this.state === "buffering") this.starved += out.length - written;
+    if (this.state !== "buffering") this.starving = false;
     this.sinceReport += out.length;
     if (this.dirty.size > 0 && (this.sinceReport >= this.reportEvery || this.state !== "playing")) {
       messages.push(this.#progress());
@@ -202,7 +207,7 @@ export class PlayerCore {
     for (const itemId of this.dirty) played[itemId] = this.played.get(itemId);
     this.dirty.clear();
     this.sinceReport = 0;
-    return { type: "progress", played, buffered: this.ring.size, state: this.state };
+    return { type: "progress", played, buffered: this.ring.size, state: this.state, starved: this.starved };
   }
 }
 
