@@ -109,7 +109,7 @@ def create_app(
     """Build the relay's public application. `upstream_base`/`api_key` override the config (demo mode)."""
     runtime = Runtime(
         config=config,
-        metrics=metrics or RelayMetrics(),
+        metrics=metrics or RelayMetrics(identity_label=config.metrics_identity_label),
         upstream_base=upstream_base or config.upstream_url,
         api_key=config.openai_api_key if api_key is None else api_key,
         simulated=simulated,

@@ -111,7 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.openai_api_key and not config.demo:
         print(f"realtime-relay: {NO_KEY_MESSAGE}", file=sys.stderr)
         return 2
-    configure_logging(config.log_format, config.log_level)
+    configure_logging(
+        config.log_format,
+        config.log_level,
+        secrets=(config.openai_api_key, config.cookie_secret, *config.access_tokens),
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
     return 0
@@ -175,7 +179,7 @@ class _DrainingServer(uvicorn.Server):
 
 async def serve(config: Config) -> None:
     """Run the public listener and the metrics listener until a shutdown signal."""
-    metrics = RelayMetrics()
+    metrics = RelayMetrics(identity_label=config.metrics_identity_label)
     fake_server = None
     upstream_base, api_key = config.upstream_url, config.openai_api_key
     if config.demo:
@@ -205,7 +209,8 @@ async def serve(config: Config) -> None:
             host=config.metrics_host,
             port=config.metrics_port,
             log_config=None,
-            access_log=False,
+            # Not access_log=False: uvicorn applies that to the process-wide "uvicorn.access" logger, which would
+            # silence the public listener's access lines too. relay.logging leaves out successful scrapes instead.
             lifespan="off",
         )
     )

@@ -70,13 +70,21 @@ class RelaySession:
         self._done = asyncio.Event()
         self._tasks: tuple[asyncio.Task[None], ...] = ()
         self.log = _log.bind(session_id=session_id, identity=identity)
+        state.identity_metrics = metrics.for_identity(identity)
 
     # -- public ----------------------------------------------------------------------------------------------
 
     async def run(self) -> SessionEnd:
         """Relay until one side ends, then close the other; return how the session ended."""
+        # Bound in this task's context, so every line logged while the session runs (by the pump tasks created
+        # below, and by libraries called from them) carries the session and identity.
+        with structlog.contextvars.bound_contextvars(session_id=self.session_id, identity=self.identity):
+            return await self._run()
+
+    async def _run(self) -> SessionEnd:
         started = time.monotonic()
         self._metrics.sessions_active.inc()
+        self.state.identity_metrics.session_opened()
         client_task = asyncio.create_task(self._client_pump(), name=f"{self.session_id}-client")
         upstream_task = asyncio.create_task(self._upstream_pump(), name=f"{self.session_id}-upstream")
         self._tasks = (client_task, upstream_task)
@@ -107,6 +115,7 @@ class RelaySession:
 
     async def _client_pump(self) -> None:
         receive = self._ws.receive
+        forward_latency = self._metrics.forward_to_upstream
         while True:
             message = await receive()
             kind = message["type"]
@@ -124,10 +133,12 @@ class RelaySession:
                 actions = self.state.from_client_bytes(message.get("bytes") or b"")
             for out in actions.to_client:
                 await self._send_client(out)
+            # Frames held while the upstream connects are not the relay's overhead: only direct sends count.
+            direct = self._upstream is not None
             for out in actions.to_upstream:
                 await self._send_upstream(out)
-            if actions.to_upstream and self._upstream is not None:
-                self._metrics.forward_latency.labels(TO_UPSTREAM).observe(time.perf_counter() - received)
+            if actions.to_upstream and direct:
+                forward_latency.observe(time.perf_counter() - received)
             if actions.close is not None:
                 self._set_end("policy", *actions.close)
                 return
@@ -164,16 +175,21 @@ class RelaySession:
             # No await between the last pending frame and this: the client pump now sends directly, in order.
             self._upstream = upstream
             self._upstream_ready.set()
+            forward_latency = self._metrics.forward_to_client
             async for message in upstream:
                 received = time.perf_counter()
                 if isinstance(message, bytes):
                     message = message.decode("utf-8", errors="replace")
                 actions = self.state.from_upstream_text(message)
+                sent = True
                 for out in actions.to_client:
-                    await self._send_client(out)
+                    sent = await self._send_client(out) and sent
+                if actions.first_audio and sent:
+                    self.state.first_audio_forwarded()
                 for out in actions.to_upstream:
                     await upstream.send(out)
-                self._metrics.forward_latency.labels(TO_CLIENT).observe(time.perf_counter() - received)
+                if actions.to_client:  # a held or dropped frame forwards nothing
+                    forward_latency.observe(time.perf_counter() - received)
             # Iteration ends only on a clean close from the upstream.
             self._upstream_closed_cleanly(upstream)
         except ConnectionClosedOK:
@@ -195,7 +211,7 @@ class RelaySession:
         if self._end is not None:
             return
         self._set_end(outcome, close_code, code)
-        self._metrics.errors.labels(code).inc()
+        self._metrics.count_error(code)
         error_type = "server_error" if code.startswith("relay_upstream") else "invalid_request_error"
         await self._send_client(protocol.dumps(protocol.error_event(code, message, error_type=error_type)))
         # Wake run(), which closes both sides.
@@ -208,13 +224,16 @@ class RelaySession:
         if self._end is None:
             self._end = SessionEnd(outcome, int(close_code), reason)
 
-    async def _send_client(self, text: str) -> None:
+    async def _send_client(self, text: str) -> bool:
+        """Hand `text` to the client socket; False if the client is gone."""
         if self._ws.application_state != WebSocketState.CONNECTED:
-            return
+            return False
         try:
             await self._ws.send_text(text)
         except Exception:  # the client went away; its pump sees the disconnect
             self._set_end("client_closed", CloseCode.NORMAL, "client gone")
+            return False
+        return True
 
     async def _close_upstream(self) -> None:
         upstream = self._upstream

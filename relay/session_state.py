@@ -16,12 +16,29 @@ from typing import Any
 
 from relay import protocol
 from relay.audio import MAX_RATE, MIN_RATE, Resampler, make_resampler
-from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
+from relay.metrics import (
+    NO_IDENTITY_METRICS,
+    TO_CLIENT,
+    TO_UPSTREAM,
+    TRIGGER_COMMIT,
+    TRIGGER_RESPONSE_CREATE,
+    TRIGGER_SPEECH_STOPPED,
+    IdentityMetrics,
+    RelayMetrics,
+)
 from relay.policy import SessionPolicy
 from relay.protocol import API_RATE
 
 DEFAULTS_EVENT_ID = "relay_session_defaults"
 _BYTES_PER_SECOND_24K = API_RATE * 2
+# G.711 (audio/pcmu, audio/pcma) is 8 kHz, one byte per sample.
+_BYTES_PER_SECOND_G711 = 8000
+_G711_FORMATS = frozenset({"audio/pcmu", "audio/pcma"})
+
+
+def _payload_bytes(text: str) -> int:
+    # str.isascii() is O(1) in CPython; encoding is needed only for non-ASCII text (transcripts, instructions).
+    return len(text) if text.isascii() else len(text.encode())
 
 
 @dataclass(slots=True)
@@ -31,6 +48,9 @@ class Actions:
     to_upstream: list[str] = field(default_factory=list)
     to_client: list[str] = field(default_factory=list)
     close: tuple[int, str] | None = None
+    #: `to_client` carries the first audio of a response that answers a user's turn: once it is handed to the
+    #: client socket, call `SessionState.first_audio_forwarded()` so the wait is measured up to that moment.
+    first_audio: bool = False
 
 
 def check_rate(value: Any, what: str) -> str | None:
@@ -74,8 +94,16 @@ class SessionState:
         # first view of the session already carries them.
         self._held_created: dict[str, Any] | None = None
         self._awaiting_defaults = session_defaults is not None
+        # End of the user's turn (clock, trigger) not yet answered by a response.created.
         self._turn_end: tuple[float, str] | None = None
-        self._first_audio_seen: set[str] = set()
+        # Responses created but without audio yet, with the turn end each answers (None: not a user's turn).
+        self._awaiting_audio: dict[str, tuple[float, str] | None] = {}
+        self._audio_started: set[str] = set()
+        self._unsent_first_audio: tuple[float, str] | None = None
+        self._in_bytes_per_second = _BYTES_PER_SECOND_24K
+        self._out_bytes_per_second = _BYTES_PER_SECOND_24K
+        #: Per-identity counters; the session sets them for its identity (a no-op unless the label is on).
+        self.identity_metrics: IdentityMetrics = NO_IDENTITY_METRICS
         self.turns = 0
         self.first_audio_waits: list[float] = []
         self.audio_seconds = {TO_UPSTREAM: 0.0, TO_CLIENT: 0.0}
@@ -95,7 +123,7 @@ class SessionState:
     def from_client_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the client."""
         actions = Actions()
-        self._metrics.bytes.labels(TO_UPSTREAM).inc(len(text))
+        self._metrics.bytes_to_upstream.inc(_payload_bytes(text))
         if len(text) > self._max_message_bytes:
             self._client_error(
                 actions,
@@ -133,24 +161,25 @@ class SessionState:
             self._session_update(actions, event, text, event_id)
         elif event_type == "input_audio_buffer.commit":
             self._flush_input(actions)
-            self._mark_turn_end("commit")
+            self._mark_turn_end(TRIGGER_COMMIT)
             actions.to_upstream.append(text)
         elif event_type == "input_audio_buffer.clear":
             if self._input_resampler is not None:
                 self._input_resampler.reset()
             actions.to_upstream.append(text)
         elif event_type == "response.create":
-            self._mark_turn_end("response_create")
+            self._mark_turn_end(TRIGGER_RESPONSE_CREATE)
             actions.to_upstream.append(text)
         else:
             actions.to_upstream.append(text)
-        self._metrics.count_event(TO_UPSTREAM, event_type)
+        if not actions.to_client:  # an event refused with an error was not forwarded
+            self._metrics.count_client_event(event_type)
         return actions
 
     def from_client_bytes(self, data: bytes) -> Actions:
         """Decide what to do with a binary frame: raw PCM16LE mono at the session's input rate."""
         actions = Actions()
-        self._metrics.bytes.labels(TO_UPSTREAM).inc(len(data))
+        self._metrics.bytes_to_upstream.inc(len(data))
         if len(data) > self._max_message_bytes:
             self._client_error(
                 actions,
@@ -168,7 +197,7 @@ class SessionState:
             )
             return actions
         self._send_audio(actions, self._resample_in(data))
-        self._metrics.count_event(TO_UPSTREAM, "input_audio_buffer.append")
+        self._metrics.count_client_event("input_audio_buffer.append")
         return actions
 
     def finish(self) -> list[str]:
@@ -184,7 +213,7 @@ class SessionState:
         if self._input_resampler is None:
             # 24 kHz in, 24 kHz up: forward the frame as it came, decoding nothing.
             if isinstance(audio, str):
-                self._count_audio(TO_UPSTREAM, len(audio) * 3 // 4)
+                self._count_audio_in(len(audio) * 3 // 4)
             actions.to_upstream.append(text)
             return
         if not isinstance(audio, str):
@@ -260,7 +289,7 @@ class SessionState:
     def _send_audio(self, actions: Actions, pcm24k: bytes, event_id: str | None = None) -> None:
         if not pcm24k:
             return
-        self._count_audio(TO_UPSTREAM, len(pcm24k))
+        self._count_audio_in(len(pcm24k))
         event: dict[str, Any] = {
             "type": "input_audio_buffer.append",
             "audio": base64.b64encode(pcm24k).decode(),
@@ -278,7 +307,7 @@ class SessionState:
             return pcm
         started = self._clock()
         out = self._input_resampler.process(pcm)
-        self._metrics.resample.labels(TO_UPSTREAM).observe(self._clock() - started)
+        self._metrics.resample_to_upstream.observe(self._clock() - started)
         return out
 
     # -- upstream → client -----------------------------------------------------------------------------------
@@ -286,7 +315,7 @@ class SessionState:
     def from_upstream_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the upstream."""
         actions = Actions()
-        self._metrics.bytes.labels(TO_CLIENT).inc(len(text))
+        self._metrics.bytes_to_client.inc(_payload_bytes(text))
         try:
             event = protocol.loads(text)
             event_type = event["type"]
@@ -301,7 +330,7 @@ class SessionState:
                 error_type="server_error",
             )
             return actions
-        self._metrics.count_event(TO_CLIENT, event_type)
+        self._metrics.count_upstream_event(event_type)
         handler = _UPSTREAM_HANDLERS.get(event_type)
         if handler is None:
             actions.to_client.append(text)
@@ -310,6 +339,7 @@ class SessionState:
         return actions
 
     def _on_session_event(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        self._note_audio_formats(event)
         if event["type"] == "session.created" and self._awaiting_defaults:
             self._held_created = event
             return
@@ -340,9 +370,22 @@ class SessionState:
             error["message"] = f"The relay's session defaults were refused upstream: {error.get('message')}"
             actions.to_client.append(protocol.dumps(event))
             return
-        code = error.get("code") if isinstance(error, dict) else None
-        self._metrics.errors.labels(str(code) if code else "upstream_error").inc()
+        self._metrics.count_upstream_error(error.get("code") if isinstance(error, dict) else None)
         actions.to_client.append(text)
+
+    def _note_audio_formats(self, event: dict[str, Any]) -> None:
+        # The upstream's view of the formats is the truth for counting seconds of audio from bytes.
+        session = event.get("session")
+        audio = session.get("audio") if isinstance(session, dict) else None
+        if not isinstance(audio, dict):
+            return
+        rates: list[int] = []
+        for direction in ("input", "output"):
+            side = audio.get(direction)
+            fmt = side.get("format") if isinstance(side, dict) else None
+            g711 = isinstance(fmt, dict) and fmt.get("type") in _G711_FORMATS
+            rates.append(_BYTES_PER_SECOND_G711 if g711 else _BYTES_PER_SECOND_24K)
+        self._in_bytes_per_second, self._out_bytes_per_second = rates
 
     def _show_client_rates(self, event: dict[str, Any]) -> None:
         audio = event.get("session", {}).get("audio")
@@ -357,10 +400,9 @@ class SessionState:
         response_id = str(event.get("response_id", ""))
         delta = event.get("delta")
         if isinstance(delta, str):
-            self._count_audio(TO_CLIENT, len(delta) * 3 // 4)
-        if response_id not in self._first_audio_seen:
-            self._first_audio_seen.add(response_id)
-            self._observe_first_audio()
+            self._count_audio_out(len(delta) * 3 // 4)
+        if response_id not in self._audio_started:
+            self._first_audio_of(response_id, actions)
         if self.output_rate == API_RATE or not isinstance(delta, str):
             actions.to_client.append(text)
             return
@@ -371,7 +413,7 @@ class SessionState:
             )
         started = self._clock()
         out = resampler.process(base64.b64decode(delta))
-        self._metrics.resample.labels(TO_CLIENT).observe(self._clock() - started)
+        self._metrics.resample_to_client.observe(self._clock() - started)
         event["delta"] = base64.b64encode(out).decode()
         actions.to_client.append(protocol.dumps(event))
 
@@ -398,22 +440,37 @@ class SessionState:
                 )
         actions.to_client.append(text)
 
+    def _on_speech_started(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        # The user spoke again before a response was created: their turn ends at the next speech_stopped.
+        self._turn_end = None
+        actions.to_client.append(text)
+
     def _on_speech_stopped(self, actions: Actions, event: dict[str, Any], text: str) -> None:
-        self._mark_turn_end("speech_stopped")
+        self._mark_turn_end(TRIGGER_SPEECH_STOPPED)
+        actions.to_client.append(text)
+
+    def _on_response_created(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        response = event.get("response")
+        if isinstance(response, dict):
+            # This response answers the pending turn; a later turn end belongs to a later response.
+            self._awaiting_audio[str(response.get("id", ""))] = self._turn_end
+            self._turn_end = None
         actions.to_client.append(text)
 
     def _on_response_done(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         response = event.get("response")
         if isinstance(response, dict):
-            self._output_resamplers.pop(str(response.get("id", "")), None)
+            response_id = str(response.get("id", ""))
+            self._output_resamplers.pop(response_id, None)
+            self._awaiting_audio.pop(response_id, None)
+            self._audio_started.discard(response_id)
             self._count_usage(response.get("usage"))
         actions.to_client.append(text)
 
     def _on_rate_limits(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         for limit in event.get("rate_limits") or ():
             if isinstance(limit, dict) and isinstance(limit.get("remaining"), int | float):
-                name = limit.get("name") if limit.get("name") in {"tokens", "requests"} else "other"
-                self._metrics.rate_limit_remaining.labels(name).set(limit["remaining"])
+                self._metrics.set_rate_limit(limit.get("name"), limit["remaining"])
         actions.to_client.append(text)
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
@@ -429,12 +486,14 @@ class SessionState:
                 kinds[f"{side}_text"] = details.get("text_tokens")
                 kinds[f"{side}_audio"] = details.get("audio_tokens")
                 if side == "input":
+                    kinds["input_image"] = details.get("image_tokens")
                     kinds["input_cached"] = details.get("cached_tokens")
         for kind, count in kinds.items():
-            if isinstance(count, int) and count > 0:
-                self._metrics.tokens.labels(kind).inc(count)
+            if isinstance(count, int) and not isinstance(count, bool):
+                self._metrics.count_tokens(kind, count)
         if isinstance(total, int) and total > 0:
             self.tokens_used += total
+            self.identity_metrics.add_tokens(total)
             if self._on_usage is not None:
                 self._on_usage(total)
 
@@ -443,20 +502,44 @@ class SessionState:
         if self._turn_end is None:
             self._turn_end = (self._clock(), trigger)
 
-    def _observe_first_audio(self) -> None:
-        if self._turn_end is None:
+    def _first_audio_of(self, response_id: str, actions: Actions) -> None:
+        self._audio_started.add(response_id)
+        if response_id in self._awaiting_audio:
+            turn = self._awaiting_audio.pop(response_id)
+        else:
+            # No response.created was seen for it: it answers whatever turn is pending.
+            turn, self._turn_end = self._turn_end, None
+        if turn is None:
             return
-        started, trigger = self._turn_end
-        self._turn_end = None
-        wait = self._clock() - started
         self.turns += 1
-        self.first_audio_waits.append(wait)
-        self._metrics.first_audio.labels(trigger).observe(wait)
+        # Provisional: first_audio_forwarded() replaces it with the wait up to the hand-off to the client.
+        self.first_audio_waits.append(self._clock() - turn[0])
+        self._unsent_first_audio = turn
+        actions.first_audio = True
 
-    def _count_audio(self, direction: str, nbytes: int) -> None:
-        seconds = nbytes / _BYTES_PER_SECOND_24K
-        self.audio_seconds[direction] += seconds
-        self._metrics.audio_seconds.labels(direction).inc(seconds)
+    def first_audio_forwarded(self) -> None:
+        """Record the wait for first audio: call right after `Actions.first_audio` frames reached the client socket.
+
+        The wait runs from the end of the user's turn to this moment, so it includes the relay's own work on the
+        delta (resampling, re-encoding) and any wait for the client socket.
+        """
+        turn, self._unsent_first_audio = self._unsent_first_audio, None
+        if turn is None:
+            return
+        started, trigger = turn
+        wait = self._clock() - started
+        self.first_audio_waits[-1] = wait
+        self._metrics.observe_first_audio(trigger, wait)
+
+    def _count_audio_in(self, nbytes: int) -> None:
+        seconds = nbytes / self._in_bytes_per_second
+        self.audio_seconds[TO_UPSTREAM] += seconds
+        self._metrics.audio_to_upstream.inc(seconds)
+
+    def _count_audio_out(self, nbytes: int) -> None:
+        seconds = nbytes / self._out_bytes_per_second
+        self.audio_seconds[TO_CLIENT] += seconds
+        self._metrics.audio_to_client.inc(seconds)
 
     def _client_error(
         self,
@@ -468,7 +551,7 @@ class SessionState:
         event_id: str | None = None,
         error_type: str = "invalid_request_error",
     ) -> None:
-        self._metrics.errors.labels(code).inc()
+        self._metrics.count_error(code)
         actions.to_client.append(
             protocol.dumps(
                 protocol.error_event(
@@ -488,7 +571,9 @@ _UPSTREAM_HANDLERS: dict[str, _Handler] = {
     "error": SessionState._on_error,
     "response.output_audio.delta": SessionState._on_audio_delta,
     "response.output_audio.done": SessionState._on_audio_done,
+    "input_audio_buffer.speech_started": SessionState._on_speech_started,
     "input_audio_buffer.speech_stopped": SessionState._on_speech_stopped,
+    "response.created": SessionState._on_response_created,
     "response.done": SessionState._on_response_done,
     "rate_limits.updated": SessionState._on_rate_limits,
 }
