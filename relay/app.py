@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,14 +13,28 @@ from typing import Any
 
 import structlog
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from relay import protocol
+from relay.access import (
+    DENIAL_LOG_FILTER,
+    Denial,
+    Door,
+    DoorRequest,
+    PeerAddressMiddleware,
+    mark_denied,
+    refusal_page,
+    request_from_scope,
+)
+from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet
 from relay.config import Config
+from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
@@ -91,11 +107,40 @@ class Runtime:
 
 
 def _deny(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    mark_denied()
     return JSONResponse(
         {"error": {"type": "invalid_request_error", "code": code, "message": message}},
         status_code=status,
         headers=headers,
     )
+
+
+#: A login body is `{"token": "..."}`; anything much larger is not one.
+_LOGIN_BODY_LIMIT = 8192
+
+
+async def _small_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None if it is larger than `limit` bytes (read no further than that)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _login_token(body: bytes | None) -> str | None:
+    try:
+        parsed = protocol.loads(body) if body else None
+    except ValueError:
+        return None
+    token = parsed.get("token") if isinstance(parsed, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
+def _denial_response(denial: Denial) -> JSONResponse:
+    mark_denied()
+    return JSONResponse(denial.body(), status_code=denial.status, headers=dict(denial.headers))
 
 
 def create_app(
@@ -115,6 +160,22 @@ def create_app(
         simulated=simulated,
     )
     policy = SessionPolicy(locked_fields=config.locked_fields)
+    # Without RELAY_COOKIE_SECRET, logins are signed with a key that lives as long as the process.
+    cookies = LoginCookies(config.cookie_secret or secrets.token_bytes(32), config.login_ttl_seconds)
+    door = Door(config, TokenSet.from_config(config), cookies, AttemptLimiter(), simulated=simulated)
+    slots = SessionSlots(config.max_sessions, config.max_sessions_per_identity)
+    budget = TokenBudget(config.daily_token_budget)
+    logging.getLogger("uvicorn.error").addFilter(DENIAL_LOG_FILTER)
+
+    def refused(request: DoorRequest, denial: Denial, where: str) -> None:
+        _log.info(
+            "request_refused",
+            where=where,
+            reason=denial.reason,
+            status=denial.status,
+            client=request.client,
+            peer=request.peer,
+        )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
@@ -134,7 +195,7 @@ def create_app(
             {
                 "simulated": runtime.simulated,
                 "model": config.model,
-                "auth": {"required": False, "authenticated": True, "methods": []},
+                "auth": door.describe(request_from_scope(request.scope)),
                 "session": {
                     "voice": config.voice,
                     "instructions": config.instructions,
@@ -143,6 +204,62 @@ def create_app(
                 "audio": {"input_rates": [8000, 192000]},
             }
         )
+
+    async def home(request: Request) -> Response:
+        # A relay that could never serve this client says why, instead of showing a page that cannot work.
+        denial = door.page_refusal(request_from_scope(request.scope))
+        if denial is not None:
+            return HTMLResponse(refusal_page(denial), status_code=denial.status)
+        return FileResponse(web_root() / "index.html")
+
+    async def login(request: Request) -> Response:
+        door_request = request_from_scope(request.scope)
+        body = await _small_body(request, _LOGIN_BODY_LIMIT)
+        token = _login_token(body)
+        if token is None:
+            return JSONResponse(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "invalid_request",
+                        "message": 'Send the access token as JSON: {"token": "<your token>"}.',
+                    }
+                },
+                status_code=413 if body is None else 400,
+            )
+        verdict = door.login(door_request, token)
+        if isinstance(verdict, Denial):
+            refused(door_request, verdict, "login")
+            return _denial_response(verdict)
+        _log.info("login", identity=verdict.identity, client=door_request.client)
+        response = Response(status_code=204)
+        response.set_cookie(
+            COOKIE_NAME,
+            door.cookies.issue(verdict.identity),
+            max_age=door.cookies.ttl_seconds,
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def logout(request: Request) -> Response:
+        door_request = request_from_scope(request.scope)
+        denial = door.check_origin(door_request)
+        if denial is not None:
+            refused(door_request, denial, "logout")
+            return _denial_response(denial)
+        response = Response(status_code=204)
+        response.delete_cookie(
+            COOKIE_NAME, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
+        )
+        return response
+
+    async def refuse(websocket: WebSocket, door_request: DoorRequest, denial: Denial) -> None:
+        runtime.metrics.rejected.labels(denial.reason).inc()
+        refused(door_request, denial, "websocket")
+        await websocket.send_denial_response(_denial_response(denial))
 
     async def realtime(websocket: WebSocket) -> None:
         params = websocket.query_params
@@ -157,6 +274,12 @@ def create_app(
                 )
             )
             return
+        door_request = request_from_scope(websocket.scope)
+        admission = door.admit_websocket(door_request)
+        if isinstance(admission, Denial):
+            await refuse(websocket, door_request, admission)
+            return
+        identity = admission.identity
         model = params.get("model") or config.model
         if model not in config.models:
             runtime.metrics.rejected.labels("model").inc()
@@ -180,20 +303,20 @@ def create_app(
                 await websocket.send_denial_response(_deny(400, protocol.BAD_AUDIO, problem))
                 return
             rates[name] = value
-        if len(runtime.sessions) >= config.max_sessions:
-            runtime.metrics.rejected.labels("capacity").inc()
-            await websocket.send_denial_response(
-                _deny(
-                    503,
-                    protocol.LIMIT_EXCEEDED,
-                    f"The relay is at its limit of {config.max_sessions} sessions (RELAY_MAX_SESSIONS); try again "
-                    "in a minute.",
-                    {"Retry-After": "30"},
-                )
-            )
+        limited = budget.denial(identity) or slots.acquire(identity)
+        if limited is not None:
+            await refuse(websocket, door_request, limited)
             return
-        offered = websocket.scope.get("subprotocols") or []
-        await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+        try:
+            await run_session(websocket, identity, admission.subprotocol, model, rates)
+        finally:
+            slots.release(identity)
+
+    async def run_session(
+        websocket: WebSocket, identity: str, subprotocol: str | None, model: str, rates: dict[str, int]
+    ) -> None:
+        # The client's own credential stays here: the upstream handshake carries only the relay's key.
+        await websocket.accept(subprotocol=subprotocol)
         session_id = protocol.new_id("rs_", 16)
         state = SessionState(
             metrics=runtime.metrics,
@@ -203,12 +326,13 @@ def create_app(
             session_defaults=runtime.session_defaults() or None,
             input_rate=rates.get("input_rate", protocol.API_RATE),
             output_rate=rates.get("output_rate", protocol.API_RATE),
+            on_usage=lambda tokens: budget.spend(identity, tokens),
         )
         session = RelaySession(
             websocket,
             state,
             session_id=session_id,
-            identity="anonymous",
+            identity=identity,
             upstream_url=upstream_url(runtime.upstream_base, model),
             api_key=runtime.api_key,
             connect_timeout=config.upstream_connect_timeout,
@@ -219,9 +343,14 @@ def create_app(
         session.log.info(
             "session_opened", model=model, input_rate=state.input_rate, output_rate=state.output_rate
         )
+        timers = SessionTimers(
+            config.max_session_seconds, config.idle_timeout_seconds, session.last_client_activity
+        )
+        watchdog = asyncio.create_task(session.enforce_timers(timers), name=f"{session_id}-timers")
         try:
             await session.run()
         finally:
+            watchdog.cancel()
             runtime.discard(session)
 
     @contextlib.asynccontextmanager
@@ -235,8 +364,18 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/api/config", client_config),
+            Route("/auth/login", login, methods=["POST"]),
+            Route("/auth/logout", logout, methods=["POST"]),
             WebSocketRoute("/v1/realtime", realtime),
+            Route("/", home),
+            Route("/index.html", home),
             Mount("/", StaticFiles(directory=web_root(), html=True), name="web"),
+        ],
+        middleware=[
+            # Outermost: the socket peer is recorded before proxy headers may replace the client address. The
+            # server itself must run without proxy headers (see relay.cli), or the peer would already be gone.
+            Middleware(PeerAddressMiddleware),
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.forwarded_allow_ips)),
         ],
         lifespan=lifespan,
     )

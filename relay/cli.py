@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.access import access_summary, startup_problem
 from relay.app import Runtime, create_app
 from relay.config import SETTINGS, Config, ConfigError, load_config, with_changes
 from relay.logging import configure_logging
@@ -108,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"realtime-relay: {exc}", file=sys.stderr)
         return 2
     config = with_changes(config, demo=args.demo)
+    problem = startup_problem(config)
+    if problem is not None:
+        print(f"realtime-relay: {problem}", file=sys.stderr)
+        return 2
     if not config.openai_api_key and not config.demo:
         print(f"realtime-relay: {NO_KEY_MESSAGE}", file=sys.stderr)
         return 2
@@ -220,8 +225,8 @@ async def serve(config: Config) -> None:
             host=config.host,
             port=config.port,
             log_config=None,
-            proxy_headers=True,
-            forwarded_allow_ips=list(config.forwarded_allow_ips),
+            # The app reads proxy headers itself (relay.access), after noting who the socket peer is.
+            proxy_headers=False,
             ws_max_size=max(4 * config.max_message_bytes, 16 * 1024 * 1024),
             ws_per_message_deflate=False,
             # Measured with `bench relay`: about a third less CPU per session than uvicorn's legacy websockets layer.
@@ -231,6 +236,7 @@ async def serve(config: Config) -> None:
         app.state.runtime,
         [metrics_server],
     )
+    _log.info("access_control", **access_summary(config))
     _log.info(
         "relay_starting",
         public=f"http://{config.host}:{config.port}",

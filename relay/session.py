@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from relay import protocol
+from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
 from relay.session_state import SessionState
@@ -27,6 +28,8 @@ _log = structlog.get_logger("relay.session")
 # Close codes a server may send as they are (1005/1006/1015 must never be sent on the wire).
 _SENDABLE_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
 _UPSTREAM_CLOSE_TIMEOUT = 2.0
+# Wake a little after a timer's deadline rather than a little before it.
+_TIMER_SLACK = 0.01
 
 
 @dataclass
@@ -68,6 +71,8 @@ class RelaySession:
         self._upstream_ready = asyncio.Event()
         self._end: SessionEnd | None = None
         self._done = asyncio.Event()
+        #: When the client last sent a frame (time.monotonic), for the idle timer.
+        self.last_client_activity = time.monotonic()
         self._tasks: tuple[asyncio.Task[None], ...] = ()
         self.log = _log.bind(session_id=session_id, identity=identity)
         state.identity_metrics = metrics.for_identity(identity)
@@ -111,6 +116,18 @@ class RelaySession:
         """End the session from outside (shutdown, limits): send an error event, then close both sides."""
         await self._end_with_error(code, message, close_code, outcome)
 
+    async def enforce_timers(self, timers: SessionTimers) -> None:
+        """End the session when its length or idle limit runs out: relay_limit_exceeded, then close 1008."""
+        while True:
+            now = time.monotonic()
+            expiry = timers.check(now, self.last_client_activity)
+            if expiry is not None:
+                break
+            # A client event meanwhile only moves the idle deadline later, so this never wakes too late.
+            await asyncio.sleep(timers.seconds_to_next_check(now, self.last_client_activity) + _TIMER_SLACK)
+        self.log.info("session_limit_reached", limit=expiry.setting)
+        await self.terminate(protocol.LIMIT_EXCEEDED, expiry.message, CloseCode.POLICY, "limit")
+
     # -- client → upstream -----------------------------------------------------------------------------------
 
     async def _client_pump(self) -> None:
@@ -118,6 +135,7 @@ class RelaySession:
         forward_latency = self._metrics.forward_to_upstream
         while True:
             message = await receive()
+            self.last_client_activity = time.monotonic()
             kind = message["type"]
             if kind == "websocket.disconnect":
                 self._set_end("client_closed", CloseCode.NORMAL, "client closed")
@@ -188,6 +206,9 @@ class RelaySession:
                     self.state.first_audio_forwarded()
                 for out in actions.to_upstream:
                     await upstream.send(out)
+                if actions.close is not None:
+                    self._set_end("limit", *actions.close)
+                    return
                 if actions.to_client:  # a held or dropped frame forwards nothing
                     forward_latency.observe(time.perf_counter() - received)
             # Iteration ends only on a clean close from the upstream.

@@ -27,7 +27,7 @@ from relay.metrics import (
     RelayMetrics,
 )
 from relay.policy import SessionPolicy
-from relay.protocol import API_RATE
+from relay.protocol import API_RATE, CloseCode
 
 DEFAULTS_EVENT_ID = "relay_session_defaults"
 _BYTES_PER_SECOND_24K = API_RATE * 2
@@ -76,7 +76,7 @@ class SessionState:
         session_defaults: dict[str, Any] | None = None,
         input_rate: int = API_RATE,
         output_rate: int = API_RATE,
-        on_usage: Callable[[int], None] | None = None,
+        on_usage: Callable[[int], str | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._metrics = metrics
@@ -464,7 +464,13 @@ class SessionState:
             self._output_resamplers.pop(response_id, None)
             self._awaiting_audio.pop(response_id, None)
             self._audio_started.discard(response_id)
-            self._count_usage(response.get("usage"))
+            spent = self._count_usage(response.get("usage"))
+            if spent is not None:
+                # The response still reaches the client; the session ends right after it.
+                actions.to_client.append(text)
+                self._client_error(actions, protocol.LIMIT_EXCEEDED, spent)
+                actions.close = (CloseCode.POLICY, protocol.LIMIT_EXCEEDED)
+                return
         actions.to_client.append(text)
 
     def _on_rate_limits(self, actions: Actions, event: dict[str, Any], text: str) -> None:
@@ -475,9 +481,10 @@ class SessionState:
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
 
-    def _count_usage(self, usage: Any) -> None:
+    def _count_usage(self, usage: Any) -> str | None:
+        """Count a response's usage; return why the session must end if `on_usage` says a budget is spent."""
         if not isinstance(usage, dict):
-            return
+            return None
         total = usage.get("total_tokens")
         kinds: dict[str, Any] = {}
         for side in ("input", "output"):
@@ -495,7 +502,8 @@ class SessionState:
             self.tokens_used += total
             self.identity_metrics.add_tokens(total)
             if self._on_usage is not None:
-                self._on_usage(total)
+                return self._on_usage(total)
+        return None
 
     def _mark_turn_end(self, trigger: str) -> None:
         # The earliest end of turn counts: a client's response.create after server VAD stopped is not the start.

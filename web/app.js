@@ -2,6 +2,7 @@
 
 import { fetchConfig, fetchReadyStatus, login, logout } from "./api.js";
 import { AudioEngine, AudioUnsupportedError } from "./audio-engine.js";
+import { renderChatLog } from "./chat-view.js";
 import {
   describeClose,
   describeConnectFailure,
@@ -51,6 +52,11 @@ const debug = {
   connection: null,
   lastError: null,
   lastClose: null,
+  // Filled per conversation by VoiceSession: playedSamplesByItem, playedMsByItem, lastTruncate, turnLatenciesMs…
+  playedSamplesByItem: {},
+  playedMsByItem: {},
+  lastTruncate: null,
+  turnLatenciesMs: [],
 };
 window.relayDebug = debug;
 
@@ -98,7 +104,8 @@ function renderAll() {
 
 function displayedState() {
   if (app.conn !== "connected") return app.conn;
-  if (app.voice?.assistantSpeaking && app.voice.playerState === "playing") return "speaking";
+  // Speaking from the first queued reply audio until it has all played, underruns included: no flicker.
+  if (app.voice?.assistantSpeaking) return "speaking";
   if (app.engine?.micOn) return "listening";
   return "connected";
 }
@@ -159,56 +166,12 @@ function renderLatency() {
 let renderedChatVersion = -1;
 
 function renderChat(force = false) {
-  const log = $("chat-log");
   const chat = app.voice?.chat;
   const entries = chat ? chat.entries() : [];
   $("chat-empty").hidden = entries.length > 0;
   if (!force && chat && chat.version === renderedChatVersion) return;
   renderedChatVersion = chat?.version ?? -1;
-
-  const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
-  const existing = new Map([...log.children].map((li) => [li.dataset.itemId, li]));
-  entries.forEach((entry, index) => {
-    let li = existing.get(entry.itemId);
-    if (!li) {
-      li = createLine(entry);
-    }
-    existing.delete(entry.itemId);
-    updateLine(li, entry);
-    if (log.children[index] !== li) log.insertBefore(li, log.children[index] ?? null);
-  });
-  for (const stale of existing.values()) stale.remove();
-  if (nearBottom) log.scrollTop = log.scrollHeight;
-}
-
-function createLine(entry) {
-  const li = document.createElement("li");
-  li.dataset.itemId = entry.itemId;
-  li.className = `line ${entry.role}`;
-  const who = document.createElement("span");
-  who.className = "who";
-  const text = document.createElement("p");
-  text.className = "text";
-  const tag = document.createElement("span");
-  tag.className = "tag";
-  li.append(who, text, tag);
-  return li;
-}
-
-function updateLine(li, entry) {
-  const [who, text, tag] = li.children;
-  who.textContent = app.t(entry.role === "user" ? "chat.you" : "chat.assistant");
-  let body = entry.text;
-  li.classList.toggle("placeholder", body === "");
-  if (body === "") {
-    if (entry.status === "failed") body = app.t("chat.transcriptionFailed");
-    else if (entry.role === "user" && !app.settings.transcription) body = app.t("chat.voiceOnly");
-    else body = app.t("chat.listeningPlaceholder");
-  }
-  if (text.textContent !== body) text.textContent = body;
-  li.classList.toggle("pending", entry.status === "pending");
-  tag.textContent = entry.interrupted ? app.t("chat.interrupted") : "";
-  tag.hidden = !entry.interrupted;
+  renderChatLog($("chat-log"), entries, { t: app.t, transcriptionOn: app.settings.transcription });
 }
 
 function startMeter() {
@@ -410,6 +373,10 @@ async function connect(engine) {
 
   const rate = engine.sampleRate;
   Object.assign(debug, {
+    captureFrames: 0,
+    captureSamples: 0,
+    captureRms: 0,
+    lastClose: null,
     contextRate: rate,
     inputRate: rate,
     outputRate: rate,
