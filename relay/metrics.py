@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from relay import protocol
 from relay.protocol import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
@@ -177,6 +177,8 @@ class RelayMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total and process_resident_memory_bytes: CPU and memory per session for capacity.
+        ProcessCollector(registry=r)
         self.sessions_active = Gauge("relay_sessions_active", "Relay sessions now open.", registry=r)
         self.sessions_total = Counter(
             "relay_sessions_total", "Relay sessions ended, by outcome.", ["outcome"], registry=r

@@ -16,7 +16,7 @@ from tests.test_relay_sdk import voiced_turn
 
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "relay.json"
-METRIC_NAME = re.compile(r"\b(relay_[a-z_]+)\b")
+METRIC_NAME = re.compile(r"\b((?:relay|process)_[a-z_]+)\b")
 
 
 def load() -> dict[str, Any]:
