@@ -312,6 +312,9 @@ async function onSignIn(event) {
   }
   input.value = "";
   input.removeAttribute("aria-invalid");
+  // A "sign in again" message from a refused connection is resolved now.
+  clearError();
+  if (app.conn === "error") setConn("disconnected");
   const config = await fetchConfig();
   if (!config) {
     message.textContent = app.t("config.failed");

@@ -271,6 +271,20 @@ async def test_sign_in_with_access_token(
     await web.wait_for("d.state === 'listening'")
     assert record.handshake_status == 101
 
+    # A socket refused before the upgrade (here: the sign-in cookie is gone) is explained by asking the relay again.
+    await page.click("#connect-btn")
+    await web.wait_for("d.state === 'disconnected'")
+    await page.context.clear_cookies()
+    await page.click("#connect-btn")
+    await page.wait_for_selector("#signin-view", state="visible", timeout=5000)
+    assert await page.text_content("#signin-error") == await web.string("connect.signedOut")
+    assert (await web.debug())["lastClose"]["opened"] is False
+    await page.fill("#token-input", token)
+    await page.click("#signin-submit")
+    await page.wait_for_selector("#app-view", state="visible", timeout=5000)
+    assert await page.is_hidden("#error-box")
+    assert (await web.debug())["state"] == "disconnected"
+
     # Signing out disconnects and returns to the sign-in screen.
     await page.click("#signout")
     await page.wait_for_selector("#signin-view", state="visible", timeout=5000)
