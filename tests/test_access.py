@@ -99,10 +99,26 @@ def admitted(verdict: Admission | Denial) -> Admission:
     return verdict
 
 
+#: What every refusal with this code must tell the client to do (checked on top of what a test asks for).
+ADVICE = {
+    "missing_token": "Authorization: Bearer",
+    "invalid_token": "ask the relay's operator",
+    "login_expired": "Sign in again",
+    "too_many_attempts": "Wait",
+    "origin_not_allowed": "RELAY_ALLOWED_ORIGINS",
+    "origin_required": "relay's own page",
+    "access_tokens_required": "RELAY_ACCESS_TOKENS",
+    "tailscale_user_not_allowed": "RELAY_TAILSCALE_USERS",
+    "login_not_configured": "RELAY_ACCESS_TOKENS",
+    "relay_limit_exceeded": "RELAY_",
+    "relay_policy_violation": "use one of",
+}
+
+
 def denied(verdict: Admission | Denial, status: int, code: str, *says: str) -> Denial:
     assert isinstance(verdict, Denial), verdict
     assert (verdict.status, verdict.code) == (status, code), verdict
-    for phrase in says:
+    for phrase in (*says, ADVICE[code]):
         assert phrase in verdict.message, (phrase, verdict.message)
     return verdict
 
@@ -376,7 +392,7 @@ class Refused:
     def says(self, status: int, code: str, *phrases: str) -> None:
         assert self.status == status, (self.status, self.body)
         assert self.body["error"]["code"] == code, self.body
-        for phrase in phrases:
+        for phrase in (*phrases, ADVICE[code]):
             assert phrase in self.body["error"]["message"], (phrase, self.body)
 
 
@@ -513,6 +529,7 @@ async def test_web_login_cookie_and_its_origin_rules(relay_factory: Any) -> None
         wrong = await http.post("/auth/login", json={"token": WRONG}, headers={"Origin": own})
         assert wrong.status_code == 401
         assert wrong.json()["error"]["code"] == "invalid_token"
+        assert ADVICE["invalid_token"] in wrong.json()["error"]["message"]
         assert "set-cookie" not in wrong.headers
         foreign = await http.post(
             "/auth/login", json={"token": TOKEN}, headers={"Origin": "https://evil.example"}
@@ -523,7 +540,7 @@ async def test_web_login_cookie_and_its_origin_rules(relay_factory: Any) -> None
         bad_body = await http.post("/auth/login", content=b"token=" + TOKEN.encode(), headers={"Origin": own})
         assert bad_body.status_code == 400 and '{"token"' in bad_body.json()["error"]["message"]
         huge = await http.post("/auth/login", json={"token": "x" * 20000}, headers={"Origin": own})
-        assert huge.status_code == 413
+        assert huge.status_code == 413 and '{"token"' in huge.json()["error"]["message"]
 
         ok = await http.post("/auth/login", json={"token": TOKEN}, headers={"Origin": own})
         assert ok.status_code == 204
@@ -665,6 +682,7 @@ async def test_tailscale_identity_from_the_local_proxy_only(start_relay: Any, fa
         url, source="127.0.0.2", port=port, additional_headers={**serve, "Authorization": f"Bearer {TOKEN}"}
     ):
         pass
+    assert TOKEN not in relay.log_text()
 
 
 async def test_behind_tailscale_funnel(start_relay: Any, fake_upstream: Any) -> None:
@@ -694,6 +712,7 @@ async def test_behind_tailscale_funnel(start_relay: Any, fake_upstream: Any) -> 
     (await refused(url, source="127.0.0.2", port=port, additional_headers=with_cookie, origin=public)).says(
         403, "origin_not_allowed"
     )
+    assert TOKEN not in relay.log_text() and cookie not in relay.log_text()
 
 
 async def test_tailscale_identity_ignored_when_loopback_is_not_trusted(
@@ -710,10 +729,9 @@ async def test_tailscale_identity_ignored_when_loopback_is_not_trusted(
 async def test_login_brute_force_is_rate_limited(relay_factory: Any) -> None:
     relay: ProxiedRelay = await relay_factory(access_tokens=TOKEN)
     async with httpx.AsyncClient(base_url=relay.base_url) as http:
-        statuses = [
-            (await http.post("/auth/login", json={"token": f"{WRONG}{n}"})).status_code for n in range(5)
-        ]
-        assert statuses == [401] * 5
+        answers = [(await http.post("/auth/login", json={"token": f"{WRONG}{n}"})) for n in range(5)]
+        assert [a.status_code for a in answers] == [401] * 5
+        assert all(ADVICE["invalid_token"] in a.json()["error"]["message"] for a in answers)
         blocked = await http.post("/auth/login", json={"token": TOKEN})
     assert blocked.status_code == 429
     retry = int(blocked.headers["Retry-After"])
