@@ -36,6 +36,11 @@ _BYTES_PER_SECOND_G711 = 8000
 _G711_FORMATS = frozenset({"audio/pcmu", "audio/pcma"})
 
 
+def _decoded_length(b64: str) -> int:
+    """Bytes that base64 text decodes to, without decoding it (padding accounted for)."""
+    return len(b64) * 3 // 4 - (2 if b64.endswith("==") else 1 if b64.endswith("=") else 0)
+
+
 def _payload_bytes(text: str) -> int:
     # str.isascii() is O(1) in CPython; encoding is needed only for non-ASCII text (transcripts, instructions).
     return len(text) if text.isascii() else len(text.encode())
@@ -213,7 +218,7 @@ class SessionState:
         if self._input_resampler is None:
             # 24 kHz in, 24 kHz up: forward the frame as it came, decoding nothing.
             if isinstance(audio, str):
-                self._count_audio_in(len(audio) * 3 // 4)
+                self._count_audio_in(_decoded_length(audio))
             actions.to_upstream.append(text)
             return
         if not isinstance(audio, str):
@@ -400,7 +405,7 @@ class SessionState:
         response_id = str(event.get("response_id", ""))
         delta = event.get("delta")
         if isinstance(delta, str):
-            self._count_audio_out(len(delta) * 3 // 4)
+            self._count_audio_out(_decoded_length(delta))
         if response_id not in self._audio_started:
             self._first_audio_of(response_id, actions)
         if self.output_rate == API_RATE or not isinstance(delta, str):

@@ -35,7 +35,9 @@ from relay.metrics import (
     UPSTREAM_ERROR_CODES,
     RelayMetrics,
 )
+from relay.policy import SessionPolicy
 from relay.protocol import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
+from relay.session_state import Actions, SessionState
 from tests.conftest import ProxiedRelay
 from tests.test_relay_sdk import voiced_turn
 
@@ -251,6 +253,109 @@ def test_identity_label_is_capped() -> None:
     assert value(samples, "relay_identity_tokens_total", identity="other") == 7
 
 
+# -- which turn a first audio answers (decisions only, with a test clock) --------------------------------------
+
+
+class Turns:
+    """A SessionState fed upstream events at chosen times; reads the first-audio histogram from the exposition."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.metrics = RelayMetrics()
+        self.state = SessionState(
+            metrics=self.metrics,
+            policy=SessionPolicy(),
+            resampler_quality="low-latency",
+            max_message_bytes=1 << 20,
+            clock=lambda: self.now,
+        )
+
+    def upstream(self, at: float, event_type: str, **fields: Any) -> Actions:
+        self.now = 100.0 + at
+        actions = self.state.from_upstream_text(json.dumps({"type": event_type, **fields}))
+        if actions.first_audio:
+            self.state.first_audio_forwarded()
+        return actions
+
+    def client(self, at: float, event_type: str) -> None:
+        self.now = 100.0 + at
+        self.state.from_client_text(json.dumps({"type": event_type}))
+
+    def waits(self, trigger: str) -> tuple[float, float]:
+        samples = parse_exposition(generate_latest(self.metrics.registry).decode())
+        return (
+            value(samples, "relay_response_first_audio_seconds_count", trigger=trigger),
+            value(samples, "relay_response_first_audio_seconds_sum", trigger=trigger),
+        )
+
+
+def test_first_audio_is_recorded_when_handed_to_the_client() -> None:
+    turns = Turns()
+    turns.upstream(0.0, "input_audio_buffer.speech_stopped")
+    turns.upstream(0.01, "response.created", response={"id": "r1"})
+    turns.now = 100.5
+    actions = turns.state.from_upstream_text(
+        json.dumps({"type": "response.output_audio.delta", "response_id": "r1", "delta": "AAAA"})
+    )
+    assert actions.first_audio
+    assert turns.waits("speech_stopped") == (0, 0)  # decided, not yet on the client socket
+    turns.now = 100.502
+    turns.state.first_audio_forwarded()
+    assert turns.waits("speech_stopped") == (1, pytest.approx(0.502))
+    assert turns.state.first_audio_waits == [pytest.approx(0.502)]
+
+
+def test_first_audio_belongs_to_the_response_that_answers_the_turn() -> None:
+    turns = Turns()
+    turns.upstream(0.0, "input_audio_buffer.speech_stopped")
+    turns.upstream(0.01, "response.created", response={"id": "r1"})
+    turns.upstream(0.3, "response.output_audio.delta", response_id="r1", delta="AAAA")
+    # The user speaks again while r1 still plays (no interruption): r1's later audio answers nothing new.
+    turns.upstream(0.5, "input_audio_buffer.speech_started")
+    turns.upstream(1.0, "input_audio_buffer.speech_stopped")
+    turns.upstream(1.1, "response.output_audio.delta", response_id="r1", delta="AAAA")
+    turns.upstream(1.2, "response.done", response={"id": "r1"})
+    turns.upstream(1.25, "response.created", response={"id": "r2"})
+    turns.upstream(1.7, "response.output_audio.delta", response_id="r2", delta="AAAA")
+    assert turns.state.first_audio_waits == [pytest.approx(0.3), pytest.approx(0.7)]
+    assert turns.waits("speech_stopped") == (2, pytest.approx(1.0))
+
+
+def test_speaking_again_before_a_response_restarts_the_clock() -> None:
+    turns = Turns()
+    turns.upstream(0.0, "input_audio_buffer.speech_stopped")
+    turns.upstream(0.2, "input_audio_buffer.speech_started")
+    turns.upstream(1.0, "input_audio_buffer.speech_stopped")
+    turns.upstream(1.01, "response.created", response={"id": "r1"})
+    turns.upstream(1.4, "response.output_audio.delta", response_id="r1", delta="AAAA")
+    assert turns.state.first_audio_waits == [pytest.approx(0.4)]
+
+
+def test_a_response_without_audio_does_not_leave_its_turn_behind() -> None:
+    turns = Turns()
+    turns.client(0.0, "input_audio_buffer.commit")
+    turns.upstream(0.01, "response.created", response={"id": "r1"})
+    turns.upstream(0.5, "response.done", response={"id": "r1"})  # a text-only answer
+    turns.client(5.0, "response.create")
+    turns.upstream(5.01, "response.created", response={"id": "r2"})
+    turns.upstream(5.3, "response.output_audio.delta", response_id="r2", delta="AAAA")
+    assert turns.waits("commit") == (0, 0)
+    assert turns.waits("response_create") == (1, pytest.approx(0.3))
+
+
+def test_audio_after_g711_is_counted_at_8_khz() -> None:
+    turns = Turns()
+    g711 = {"type": "audio/pcmu"}
+    turns.upstream(
+        0.0, "session.updated", session={"audio": {"input": {"format": g711}, "output": {"format": g711}}}
+    )
+    turns.upstream(
+        0.1, "response.output_audio.delta", response_id="r1", delta=base64.b64encode(b"\xff" * 8000).decode()
+    )
+    samples = parse_exposition(generate_latest(turns.metrics.registry).decode())
+    assert value(samples, "relay_audio_seconds_total", direction="to_client") == pytest.approx(1.0)
+
+
 # -- a session over real sockets -------------------------------------------------------------------------------
 
 
@@ -303,7 +408,7 @@ async def test_voice_turn_metrics_match_what_crossed_the_sockets(
     )
     assert heard > 0
     assert value(samples, "relay_audio_seconds_total", direction="to_client") == pytest.approx(
-        heard / 48000, abs=1e-3
+        heard / 48000, abs=1e-9
     )
 
     # Tokens: the usage details of response.done, by kind.
