@@ -272,7 +272,7 @@ SETTINGS: tuple[Setting, ...] = (
         "daily_token_budget",
         "RELAY_DAILY_TOKEN_BUDGET",
         _int_range(0, 10**12),
-        "2000000",
+        "1000000",
         "Tokens per identity per UTC day, counted from response.done usage (0 = unlimited).",
     ),
     Setting(
@@ -358,7 +358,7 @@ class Config:
     max_session_seconds: int = 1800
     idle_timeout_seconds: int = 300
     max_message_bytes: int = 4 * 1024 * 1024
-    daily_token_budget: int = 2_000_000
+    daily_token_budget: int = 1_000_000
     resampler: str = RESAMPLER_QUALITIES[0]
     upstream_connect_timeout: float = 10.0
     pending_events_limit: int = 1000

@@ -80,6 +80,7 @@ async def start_in_process(upstream_url: str, api_key: str, **settings: str) -> 
             lifespan="on",
             ws_per_message_deflate=False,
             ws="websockets-sansio",
+            proxy_headers=False,  # the app applies trusted proxy headers itself, after recording the real peer
         )
     )
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
