@@ -26,3 +26,10 @@ def test_the_two_commands_exist() -> None:
     for script in ("run-relay", "run-tests"):
         assert f"./{script}" in README
         assert (REPO / script).stat().st_mode & 0o111
+
+
+def test_documented_defaults_match_the_code() -> None:
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| [^|]+ \| `([^`]*)` \|", README, flags=re.MULTILINE))
+    for setting in SETTINGS:
+        if setting.env in rows and setting.name != "instructions":
+            assert rows[setting.env] == setting.default, setting.env
