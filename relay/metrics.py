@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from relay import protocol
+from relay.access import DENIAL_REASONS
+from relay.limits import LIMIT_REASONS
 from relay.protocol import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
 
 TO_UPSTREAM = "to_upstream"
@@ -43,23 +45,9 @@ TRIGGER_RESPONSE_CREATE = "response_create"
 FIRST_AUDIO_TRIGGERS = (TRIGGER_SPEECH_STOPPED, TRIGGER_COMMIT, TRIGGER_RESPONSE_CREATE)
 #: Kinds of tokens from response.done usage. `input_cached` is a subset of input_text + input_audio.
 TOKEN_KINDS = ("input_text", "input_audio", "input_image", "input_cached", "output_text", "output_audio")
-#: Why connections were refused before the upgrade: each is a fixed string in the door's code (relay.app,
-#: relay.access, relay.limits). A reason not listed here still gets its series when first used.
-REJECT_REASONS = (
-    "draining",
-    "model",
-    "bad_rate",
-    "capacity",
-    "identity_sessions",
-    "token_budget",
-    "missing_token",
-    "invalid_token",
-    "login_expired",
-    "origin",
-    "anonymous_refused",
-    "tailscale_user",
-    "too_many_attempts",
-)
+#: Why connections were refused before the upgrade: the door's own reasons (relay.app), its access decisions
+#: (relay.access) and its limits (relay.limits). A reason not listed here still gets its series when first used.
+REJECT_REASONS = ("draining", "model", "bad_rate", *LIMIT_REASONS, *DENIAL_REASONS)
 #: Names in rate_limits.updated.
 RATE_LIMIT_NAMES = ("tokens", "requests")
 #: The relay's own error codes (every `relay_*` constant of relay.protocol).
