@@ -474,10 +474,10 @@ async def test_binary_frames_are_timed_with_their_resampling(
 
 
 async def _first_audio_turn(
-    relay: ProxiedRelay, fake_upstream: FakeRealtimeServer, trigger: str, delay: float
+    relay: ProxiedRelay, fake_upstream: FakeRealtimeServer, trigger: str, delay: float, output_rate: int
 ) -> dict[str, Any]:
     fake_upstream.options.first_audio_delay = delay
-    client = await RealtimeClient.open(relay.ws_url)
+    client = await RealtimeClient.open(f"{relay.ws_url}?output_rate={output_rate}")
     if trigger == "speech_stopped":
         await client.send_audio(voiced_turn(), 24000, paced=True)
         started, _ = await client.wait_for("input_audio_buffer.speech_stopped")
@@ -490,6 +490,9 @@ async def _first_audio_turn(
         )
         await client.wait_for("session.updated")
         await client.send_audio(voiced_turn()[: 24000 * 2], 24000)
+        # Let the relay and the model get through the appends, so the commit is read as soon as it is sent.
+        record = fake_upstream.connections[-1]
+        await record.wait_for_received("input_audio_buffer.append", count=client.frames_sent - 1)
         started = await client.send_event({"type": "input_audio_buffer.commit"})
         await client.send_event({"type": "response.create"})
     else:
@@ -523,7 +526,7 @@ async def _first_audio_turn(
         "client_wait": first - started,
     }
     print(
-        f"\nfirst audio, {trigger}: fake delay {delay * 1000:.1f} ms, trigger to response.created "
+        f"\nfirst audio, {trigger}, output {output_rate} Hz: fake delay {delay * 1000:.1f} ms, trigger to response.created "
         f"{gap * 1000:.2f} ms, relay figure {observed * 1000:.2f} ms, "
         f"error {(observed - delay - gap) * 1000:+.2f} ms, vs client's own wait {(observed - first + started) * 1000:+.2f} ms"
     )
@@ -531,13 +534,19 @@ async def _first_audio_turn(
 
 
 @pytest.mark.parametrize(
-    ("trigger", "delay"),
-    [("speech_stopped", 0.4), ("speech_stopped", 0.15), ("commit", 0.4), ("response_create", 0.25)],
+    ("trigger", "delay", "output_rate"),
+    [
+        ("speech_stopped", 0.4, 24000),
+        ("speech_stopped", 0.15, 24000),
+        ("commit", 0.4, 24000),
+        ("commit", 0.3, 44100),  # the first delta is resampled before it reaches the client
+        ("response_create", 0.25, 24000),
+    ],
 )
 async def test_first_audio_wait_is_accurate(
-    relay: ProxiedRelay, fake_upstream: FakeRealtimeServer, trigger: str, delay: float
+    relay: ProxiedRelay, fake_upstream: FakeRealtimeServer, trigger: str, delay: float, output_rate: int
 ) -> None:
-    figure = await _first_audio_turn(relay, fake_upstream, trigger, delay)
+    figure = await _first_audio_turn(relay, fake_upstream, trigger, delay, output_rate)
     assert figure["count"] == 1
     # The simulated model is told to hold its first audio `delay` after response.created; the relay's figure is
     # that plus the trigger-to-response.created gap, measured at the client.
