@@ -16,22 +16,22 @@ import orjson
 #: The only PCM rate the Realtime API accepts, in both directions.
 API_RATE = 24000
 
-#: Client events defined by the GA protocol. Anything else is refused by the relay's policy.
-CLIENT_EVENT_TYPES = frozenset(
-    {
-        "session.update",
-        "input_audio_buffer.append",
-        "input_audio_buffer.commit",
-        "input_audio_buffer.clear",
-        "conversation.item.create",
-        "conversation.item.retrieve",
-        "conversation.item.truncate",
-        "conversation.item.delete",
-        "response.create",
-        "response.cancel",
-        "output_audio_buffer.clear",
-    }
+#: Client events defined by the GA protocol, in the order OpenAI lists them in its "supported values" messages.
+CLIENT_EVENTS = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.retrieve",
+    "conversation.item.truncate",
+    "conversation.item.delete",
+    "response.create",
+    "response.cancel",
+    "output_audio_buffer.clear",
 )
+#: The same as a set. Anything else is refused by the relay's policy.
+CLIENT_EVENT_TYPES = frozenset(CLIENT_EVENTS)
 
 #: Server events defined by the GA protocol (and the legacy `conversation.item.created` still in the SDK union).
 SERVER_EVENT_TYPES = frozenset(

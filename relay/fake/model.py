@@ -30,7 +30,7 @@ from relay.fake.response_request import parse_response_request
 from relay.fake.signals import BYTES_PER_SAMPLE, duration_ms, ms_to_bytes
 from relay.fake.usage import input_usage, rate_limits_event, transcription_usage
 from relay.fake.vad import EnergyVad, VadEvent, VadSettings
-from relay.protocol import API_RATE, error_event, loads, new_id
+from relay.protocol import API_RATE, CLIENT_EVENTS, error_event, loads, new_id
 
 __all__ = ["FakeOptions", "SimulatedModel", "beta_rejection_events"]
 
@@ -41,20 +41,6 @@ IDLE_BUFFER_MS = 1000
 SAMPLES_PER_MS = API_RATE // 1000
 
 
-#: GA client events, in the order OpenAI lists them in its "supported values" messages.
-_SUPPORTED_EVENTS = (
-    "session.update",
-    "input_audio_buffer.append",
-    "input_audio_buffer.commit",
-    "input_audio_buffer.clear",
-    "conversation.item.create",
-    "conversation.item.retrieve",
-    "conversation.item.truncate",
-    "conversation.item.delete",
-    "response.create",
-    "response.cancel",
-    "output_audio_buffer.clear",
-)
 
 
 def beta_rejection_events() -> list[Event]:
@@ -169,7 +155,7 @@ class SimulatedModel:
                 raise missing("type")
             handler = self._handlers.get(kind) if isinstance(kind, str) else None
             if handler is None:
-                raise invalid_value("type", kind, ", ".join(f"'{name}'" for name in _SUPPORTED_EVENTS))
+                raise invalid_value("type", kind, ", ".join(f"'{name}'" for name in CLIENT_EVENTS))
             return handler(client_event)
         except ProtocolError as exc:
             return [error_event(exc.code, exc.message, param=exc.param, client_event_id=client_event_id)]
