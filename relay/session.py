@@ -65,6 +65,8 @@ class RelaySession:
         self._api_key = api_key
         self._connect_timeout = connect_timeout
         self._metrics = metrics
+        #: The upstream socket once it is open; `_upstream` is set only after the held events went out.
+        self._opened: ClientConnection | None = None
         self._upstream: ClientConnection | None = None
         self._pending: deque[str] = deque()
         self._pending_limit = pending_limit
@@ -102,8 +104,8 @@ class RelaySession:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             end = self._end or SessionEnd("error", CloseCode.INTERNAL, "relay error")
-            await self._close_upstream()
-            await self._close_client(end.close_code, end.reason)
+            # A client that left must not keep a paid upstream session open, nor wait for its close handshake.
+            await asyncio.gather(self._close_upstream(), self._close_client(end.close_code, end.reason))
             duration = time.monotonic() - started
             self._metrics.sessions_active.dec()
             self._metrics.sessions_total.labels(end.outcome).inc()
@@ -178,7 +180,7 @@ class RelaySession:
     async def _upstream_pump(self) -> None:
         connect_started = time.perf_counter()
         try:
-            upstream = await open_upstream(self._url, self._api_key, self._connect_timeout)
+            upstream = self._opened = await open_upstream(self._url, self._api_key, self._connect_timeout)
         except UpstreamFailure as failure:
             self.log.warning("upstream_connect_failed", reason=failure.reason, code=failure.code)
             await self._end_with_error(failure.code, failure.message, failure.close_code, "upstream_failed")
@@ -257,7 +259,7 @@ class RelaySession:
         return True
 
     async def _close_upstream(self) -> None:
-        upstream = self._upstream
+        upstream = self._opened
         if upstream is None:
             return
         with contextlib.suppress(Exception):
