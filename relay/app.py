@@ -106,15 +106,6 @@ class Runtime:
                     await session.wait_closed()
 
 
-def _deny(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    mark_denied()
-    return JSONResponse(
-        {"error": {"type": "invalid_request_error", "code": code, "message": message}},
-        status_code=status,
-        headers=headers,
-    )
-
-
 #: A login body is `{"token": "..."}`; anything much larger is not one.
 _LOGIN_BODY_LIMIT = 8192
 
@@ -261,36 +252,14 @@ def create_app(
         refused(door_request, denial, "websocket")
         await websocket.send_denial_response(_denial_response(denial))
 
-    async def realtime(websocket: WebSocket) -> None:
+    def request_denial(websocket: WebSocket) -> tuple[Denial | None, str, dict[str, int]]:
+        """Refusals that do not depend on who asks: the model and the declared rates."""
         params = websocket.query_params
-        if runtime.draining:
-            runtime.metrics.rejected.labels("draining").inc()
-            await websocket.send_denial_response(
-                _deny(
-                    503,
-                    protocol.SERVER_SHUTTING_DOWN,
-                    "The relay is shutting down; connect again in a few seconds.",
-                    {"Retry-After": "5"},
-                )
-            )
-            return
-        door_request = request_from_scope(websocket.scope)
-        admission = door.admit_websocket(door_request)
-        if isinstance(admission, Denial):
-            await refuse(websocket, door_request, admission)
-            return
-        identity = admission.identity
         model = params.get("model") or config.model
         if model not in config.models:
-            runtime.metrics.rejected.labels("model").inc()
-            await websocket.send_denial_response(
-                _deny(
-                    403,
-                    protocol.POLICY_VIOLATION,
-                    f"Model {model!r} is not offered by this relay; use one of: {', '.join(config.models)}.",
-                )
-            )
-            return
+            offered = ", ".join(config.models)
+            message = f"Model {model!r} is not offered by this relay; use one of: {offered}."
+            return Denial(403, protocol.POLICY_VIOLATION, message, "model"), model, {}
         rates: dict[str, int] = {}
         for name in ("input_rate", "output_rate"):
             raw = params.get(name)
@@ -299,10 +268,26 @@ def create_app(
             value: Any = int(raw) if raw.isdigit() else raw
             problem = check_rate(value, name)
             if problem is not None:
-                runtime.metrics.rejected.labels("bad_rate").inc()
-                await websocket.send_denial_response(_deny(400, protocol.BAD_AUDIO, problem))
-                return
+                return Denial(400, protocol.BAD_AUDIO, problem, "bad_rate"), model, {}
             rates[name] = value
+        return None, model, rates
+
+    async def realtime(websocket: WebSocket) -> None:
+        door_request = request_from_scope(websocket.scope)
+        if runtime.draining:
+            message = "The relay is shutting down; connect again in a few seconds."
+            draining = Denial(503, protocol.SERVER_SHUTTING_DOWN, message, "draining", {"Retry-After": "5"})
+            await refuse(websocket, door_request, draining)
+            return
+        admission = door.admit_websocket(door_request)
+        if isinstance(admission, Denial):
+            await refuse(websocket, door_request, admission)
+            return
+        identity = admission.identity
+        denial, model, rates = request_denial(websocket)
+        if denial is not None:
+            await refuse(websocket, door_request, denial)
+            return
         limited = budget.denial(identity) or slots.acquire(identity)
         if limited is not None:
             await refuse(websocket, door_request, limited)

@@ -167,3 +167,14 @@ async def test_output_at_the_clients_rate(relay: ProxiedRelay, fake_upstream: Fa
     reference = soxr.resample(model_audio, 24000, 48000, quality="VHQ").astype(np.int16)
     correlation, lag = best_alignment(played, reference, max_lag=96)
     assert correlation >= 0.99 and abs(lag) <= 96
+
+
+@pytest.mark.parametrize("query", ["input_rate=7999", "output_rate=192001", "input_rate=fast"])
+async def test_bad_rate_on_the_url_is_refused_before_the_upgrade(relay: ProxiedRelay, query: str) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(f"{relay.ws_url}?{query}")
+    response = refused.value.response
+    assert response.status_code == 400
+    error = json.loads(response.body)["error"]
+    assert error["code"] == "relay_bad_audio"
+    assert "8000" in error["message"] and "192000" in error["message"]
