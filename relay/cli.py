@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import secrets
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
@@ -122,8 +123,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         secrets=(config.openai_api_key, config.cookie_secret, *config.access_tokens),
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
+        _run(serve(config))
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop where it is installed (it is with uvicorn[standard], except on Windows)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _run_fake_upstream(args: argparse.Namespace) -> int:
@@ -141,7 +153,7 @@ def _run_fake_upstream(args: argparse.Namespace) -> int:
         pace_audio=True,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_fake_upstream(args.host, args.port, options))
+        _run(run_fake_upstream(args.host, args.port, options))
     return 0
 
 
