@@ -77,7 +77,7 @@ class BidiError(RuntimeError):
 
 
 class BidiClient:
-    """One WebDriver BiDi session over a WebSocket: commands with ids, events collected by method name."""
+    """One WebDriver BiDi session over a WebSocket: commands matched to answers by id, events kept in order."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -112,8 +112,11 @@ class BidiClient:
         command_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = future
-        await self._ws.send(json.dumps({"id": command_id, "method": method, "params": params or {}}))
-        answer = await asyncio.wait_for(future, timeout)
+        try:
+            await self._ws.send(json.dumps({"id": command_id, "method": method, "params": params or {}}))
+            answer = await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(command_id, None)
         if answer.get("type") != "success":
             raise BidiError(f"{method}: {answer.get('error')}: {answer.get('message')}")
         return answer["result"]
