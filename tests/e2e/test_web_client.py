@@ -204,7 +204,10 @@ async def test_barge_in_truncates_at_what_was_played(
     # playback stopped there: nothing more of that item was played later.
     delivered = delivered_ms(record.sent, first)
     assert 0 < end_ms < delivered - (0 if paced else 100)
-    assert debug["playedSamplesByItem"][first] == at_barge_in["playedSamplesByItem"][first]
+    # The truncate carries what the player reported when it stopped; had anything of the item played after
+    # that, the final count would be ahead of it. (A snapshot taken when the page counted the barge-in can miss
+    # the player's last report, which arrives a render quantum or two later.)
+    assert abs(played_ms - end_ms) <= 1.5
     # The play time agrees with the wall clock between the first sample and the barge-in, less any gaps while
     # the player waited for late audio. Samples already rendered into the output path when the flush lands are
     # still heard, so the count may exceed the clock by up to that path's latency (as the browser reports it).
