@@ -1,7 +1,7 @@
 // The page: wires the DOM to the relay connection, the audio engine and the conversation logic.
 
 import { fetchConfig, fetchReadyStatus, login, logout } from "./api.js";
-import { AudioEngine, AudioUnsupportedError } from "./audio-engine.js";
+import { AudioEngine, AudioOutputTimeoutError, AudioUnsupportedError } from "./audio-engine.js";
 import { renderChatLog } from "./chat-view.js";
 import {
   describeClose,
@@ -368,7 +368,11 @@ async function connect(engine) {
   } catch (error) {
     if (app.engine === engine) {
       teardown();
-      fail({ key: "audio.failed", params: { message: error.message } });
+      fail(
+        error instanceof AudioOutputTimeoutError
+          ? { key: "audio.noOutput", params: {} }
+          : { key: "audio.failed", params: { message: error.message } },
+      );
     }
     return;
   }

@@ -4,6 +4,15 @@
 // The context is never created at 24 kHz: some browsers then capture silence. The relay resamples instead.
 
 const FLUSH_TIMEOUT_MS = 250;
+// Without a working sound output some browsers (Firefox) never settle resume(); say so instead of waiting forever.
+const RESUME_TIMEOUT_MS = 5000;
+
+export class AudioOutputTimeoutError extends Error {
+  constructor() {
+    super("the audio output did not start");
+    this.name = "AudioOutputTimeoutError";
+  }
+}
 
 export class AudioUnsupportedError extends Error {
   constructor() {
@@ -49,7 +58,15 @@ export class AudioEngine {
 
   /** Load both worklets and build the fixed part of the graph. */
   async init() {
-    await this.resumed;
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new AudioOutputTimeoutError()), RESUME_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([this.resumed, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
     const base = new URL("./worklets/", import.meta.url);
     await this.ctx.audioWorklet.addModule(new URL("capture.js", base));
     await this.ctx.audioWorklet.addModule(new URL("player.js", base));

@@ -110,6 +110,8 @@ export const STRINGS = {
     "audio.unsupported":
       "This browser can't run the audio engine (AudioWorklet). Use a current Chrome, Edge, Firefox or Safari.",
     "audio.failed": "The audio engine could not start ({message}). Reload the page.",
+    "audio.noOutput":
+      "The browser could not start sound output. Check that speakers or headphones are connected and enabled, then connect again.",
     "config.failed": "Could not load the relay's settings. Reload the page.",
   },
   ja: {
@@ -219,6 +221,8 @@ export const STRINGS = {
     "audio.unsupported":
       "このブラウザでは音声エンジン（AudioWorklet）を実行できません。最新の Chrome、Edge、Firefox、Safari をお使いください。",
     "audio.failed": "音声エンジンを開始できませんでした（{message}）。ページを再読み込みしてください。",
+    "audio.noOutput":
+      "ブラウザが音声出力を開始できませんでした。スピーカーまたはヘッドホンが接続され有効になっているか確認してから、もう一度接続してください。",
     "config.failed": "リレーの設定を読み込めませんでした。ページを再読み込みしてください。",
   },
 };

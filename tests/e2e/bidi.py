@@ -320,8 +320,9 @@ async def launch_firefox(workdir: Path) -> AsyncIterator[Firefox]:
                     "--use-pid-file=no",
                     "--disallow-exit",
                     "--log-target=stderr",
-                    f"--load=module-native-protocol-unix socket={socket_path} auth-anonymous=1",
+                    # The sink first: the socket then appears only once there is somewhere to play to.
                     "--load=module-null-sink sink_name=silence",
+                    f"--load=module-native-protocol-unix socket={socket_path} auth-anonymous=1",
                 ],
                 env=env,
                 stdout=log,

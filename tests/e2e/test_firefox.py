@@ -40,7 +40,14 @@ async def test_firefox_voice_and_text_turn(
 
         await tab.evaluate("console.info('console collected')")  # proves the log below is really collected
         await tab.click("#connect-btn")
-        record = await fake_upstream.wait_for_connection(timeout=10)
+        try:
+            record = await fake_upstream.wait_for_connection(timeout=10)
+        except TimeoutError:
+            shown = await tab.evaluate(
+                "document.getElementById('status-text').textContent + ' / ' + "
+                "document.getElementById('error-text').textContent"
+            )
+            raise AssertionError(f"the page never connected; it shows: {shown}") from None
         await tab.wait_for("window.relayDebug.state === 'listening' && window.relayDebug.captureRms > 0.01")
         # A second of the tone.
         await tab.wait_for("window.relayDebug.captureSamples > window.relayDebug.contextRate")
