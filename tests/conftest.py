@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from relay.fake.model import FakeOptions
 from relay.fake.server import FakeRealtimeServer
-
 from tests.harness import (
     InProcessRelay,
+    LoopbackUrls,
     RelayProcess,
     ScanningProxy,
     env_name,
@@ -69,20 +70,13 @@ async def fake_upstream() -> AsyncIterator[FakeRealtimeServer]:
         await server.stop()
 
 
-class ProxiedRelay:
+class ProxiedRelay(LoopbackUrls):
     """A running relay as clients see it: its URLs point at the scanning proxy."""
 
     def __init__(self, inner: InProcessRelay | RelayProcess, proxy: ScanningProxy) -> None:
         self.inner = inner
         self.proxy = proxy
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.proxy.port}/v1/realtime"
+        self.port = proxy.port
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

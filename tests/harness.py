@@ -37,14 +37,10 @@ def env_name(key: str) -> str:
     return key if key.isupper() else "RELAY_" + key.upper()
 
 
-@dataclass
-class InProcessRelay:
-    """The relay app served by uvicorn on a free loopback port inside the test's event loop."""
+class LoopbackUrls:
+    """The relay's URLs on 127.0.0.1, for anything with a `port`."""
 
-    server: uvicorn.Server
-    task: asyncio.Task[None]
     port: int
-    runtime: Runtime
 
     @property
     def base_url(self) -> str:
@@ -53,6 +49,16 @@ class InProcessRelay:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+
+@dataclass
+class InProcessRelay(LoopbackUrls):
+    """The relay app served by uvicorn on a free loopback port inside the test's event loop."""
+
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+    runtime: Runtime
 
     @property
     def metrics(self) -> RelayMetrics:
@@ -96,7 +102,7 @@ async def start_in_process(upstream_url: str, api_key: str, **settings: str) -> 
 
 
 @dataclass
-class RelayProcess:
+class RelayProcess(LoopbackUrls):
     """The real `python -m relay` command running in a subprocess; its stderr goes to `log_path`."""
 
     process: subprocess.Popen[bytes]
@@ -104,14 +110,6 @@ class RelayProcess:
     metrics_port: int
     log_path: Path
     stopped: bool = field(default=False)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
     @property
     def metrics_url(self) -> str:

@@ -41,8 +41,6 @@ IDLE_BUFFER_MS = 1000
 SAMPLES_PER_MS = API_RATE // 1000
 
 
-
-
 def beta_rejection_events() -> list[Event]:
     """What the service sends a client that still speaks the beta protocol, before closing with 4000."""
     return [
