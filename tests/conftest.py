@@ -10,7 +10,7 @@ import base64
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytest
 
@@ -70,11 +70,14 @@ async def fake_upstream() -> AsyncIterator[FakeRealtimeServer]:
         await server.stop()
 
 
-class ProxiedRelay(LoopbackUrls):
-    """A running relay as clients see it: its URLs point at the scanning proxy."""
+Inner = TypeVar("Inner", InProcessRelay, RelayProcess)
 
-    def __init__(self, inner: InProcessRelay | RelayProcess, proxy: ScanningProxy) -> None:
-        self.inner = inner
+
+class ProxiedRelay(LoopbackUrls, Generic[Inner]):
+    """A running relay as clients see it: its URLs point at the scanning proxy; anything else is the inner one's."""
+
+    def __init__(self, inner: Inner, proxy: ScanningProxy) -> None:
+        self.inner: Inner = inner
         self.proxy = proxy
         self.port = proxy.port
 
@@ -85,13 +88,13 @@ class ProxiedRelay(LoopbackUrls):
 @pytest.fixture
 async def relay_factory(
     fake_upstream: FakeRealtimeServer,
-) -> AsyncIterator[Callable[..., Awaitable[ProxiedRelay]]]:
+) -> AsyncIterator[Callable[..., Awaitable[ProxiedRelay[InProcessRelay]]]]:
     """Start the relay app in this event loop: `await relay_factory(max_sessions="2", ...)`."""
-    started: list[ProxiedRelay] = []
+    started: list[ProxiedRelay[InProcessRelay]] = []
 
     async def start(
         upstream_url: str | None = None, api_key: str = TEST_API_KEY, **settings: str
-    ) -> ProxiedRelay:
+    ) -> ProxiedRelay[InProcessRelay]:
         inner = await start_in_process(upstream_url or fake_upstream.url, api_key, **settings)
         relay = ProxiedRelay(inner, await scanned(inner.port))
         started.append(relay)
@@ -100,23 +103,25 @@ async def relay_factory(
     yield start
     for relay in started:
         await relay.proxy.stop()
-        await relay.inner.stop()  # type: ignore[union-attr]
+        await relay.inner.stop()
 
 
 @pytest.fixture
-async def relay(relay_factory: Callable[..., Awaitable[ProxiedRelay]]) -> ProxiedRelay:
+async def relay(
+    relay_factory: Callable[..., Awaitable[ProxiedRelay[InProcessRelay]]],
+) -> ProxiedRelay[InProcessRelay]:
     """The relay with default settings, in front of `fake_upstream`."""
     return await relay_factory()
 
 
 @pytest.fixture
-async def start_relay(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ProxiedRelay]]]:
+async def start_relay(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ProxiedRelay[RelayProcess]]]]:
     """Start the real `python -m relay` command: `await start_relay(upstream_url=..., access_tokens="t")`."""
-    started: list[ProxiedRelay] = []
+    started: list[ProxiedRelay[RelayProcess]] = []
 
     async def start(
         *args: str, upstream_url: str | None = None, api_key: str | None = TEST_API_KEY, **settings: str
-    ) -> ProxiedRelay:
+    ) -> ProxiedRelay[RelayProcess]:
         env = {env_name(k): v for k, v in settings.items()}
         if upstream_url is not None:
             env["RELAY_UPSTREAM_URL"] = upstream_url
@@ -130,6 +135,6 @@ async def start_relay(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[P
     yield start
     for relay in started:
         await relay.proxy.stop()
-        relay.inner.stop()  # type: ignore[union-attr]
-        log = relay.inner.log_text()  # type: ignore[union-attr]
+        relay.inner.stop()
+        log = relay.inner.log_text()
         assert TEST_API_KEY not in log, "the API key appeared in the relay's log"

@@ -281,7 +281,7 @@ class Turns:
         self.now = 100.0 + at
         self.state.from_client_text(json.dumps({"type": event_type}))
 
-    def waits(self, trigger: str) -> tuple[float, float]:
+    def waits(self, trigger: str) -> tuple[Any, Any]:
         samples = parse_exposition(generate_latest(self.metrics.registry).decode())
         return (
             value(samples, "relay_response_first_audio_seconds_count", trigger=trigger),

@@ -45,7 +45,7 @@ def _fixed_sizes(n: int, chunk: int) -> list[int]:
 def _random_sizes(n: int, rng: np.random.Generator) -> list[int]:
     sizes: list[int] = []
     while sum(sizes) < n:
-        sizes.append(int(min(rng.integers(1, 4097), n - sum(sizes))))
+        sizes.append(min(int(rng.integers(1, 4097)), n - sum(sizes)))
     return sizes
 
 
