@@ -186,5 +186,6 @@ def configure_logging(log_format: str = "auto", level: str = "info", *, secrets:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    # Each upstream frame would otherwise be a debug line.
-    logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))
+    # Each upstream frame would otherwise be a debug line, and its info lines ("server listening on …", from the
+    # simulated model in demo mode) are sentences the relay's own events already cover.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
