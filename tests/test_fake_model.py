@@ -12,6 +12,7 @@ from pydantic import TypeAdapter
 
 from relay.fake.model import FakeOptions, SimulatedModel
 from relay.fake.vad import EnergyVad, VadSettings
+from tests.protocol_sequences import VOICE_TURN
 
 RATE = 24000
 Event = dict[str, Any]
@@ -282,24 +283,7 @@ def test_vad_turn_event_order_and_timeline() -> None:
     assert stream is not None
     events += stream.drain()
     collapsed = [t for t in types(events) if not t.endswith(".delta")]
-    assert collapsed == [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.added",
-        "conversation.item.done",
-        "response.created",
-        "response.output_item.added",
-        "conversation.item.added",
-        "response.content_part.added",
-        "response.output_audio.done",
-        "response.output_audio_transcript.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "conversation.item.done",
-        "response.done",
-        "rate_limits.updated",
-    ]
+    assert collapsed == VOICE_TURN
     first_delta = types(events).index("response.content_part.added") + 1
     last_delta = types(events).index("response.output_audio.done")
     deltas = types(events)[first_delta:last_delta]

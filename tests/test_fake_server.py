@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from relay.fake import FakeOptions, FakeRealtimeServer
+from tests.protocol_sequences import VOICE_TURN
 
 RATE = 24000
 Event = dict[str, Any]
@@ -203,24 +204,7 @@ async def test_voice_turn_streamed_in_20ms_appends(server: FakeRealtimeServer) -
         appends = await stream_audio(ws, audio)
         events = await recv_until(ws, "rate_limits.updated")
     collapsed = [e["type"] for e in events if not e["type"].endswith(".delta")]
-    assert collapsed == [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.added",
-        "conversation.item.done",
-        "response.created",
-        "response.output_item.added",
-        "conversation.item.added",
-        "response.content_part.added",
-        "response.output_audio.done",
-        "response.output_audio_transcript.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "conversation.item.done",
-        "response.done",
-        "rate_limits.updated",
-    ]
+    assert collapsed == VOICE_TURN
     assert abs(events[0]["audio_start_ms"] - 600) <= 20
     assert abs(events[1]["audio_end_ms"] - 1800) <= 20
     reply = b"".join(

@@ -1,0 +1,21 @@
+"""Event sequences of the GA protocol that the simulated model's tests expect."""
+
+#: One voice turn with server VAD, deltas left out (realtime-protocol order, then the rate limits).
+VOICE_TURN = [
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.added",
+    "conversation.item.done",
+    "response.created",
+    "response.output_item.added",
+    "conversation.item.added",
+    "response.content_part.added",
+    "response.output_audio.done",
+    "response.output_audio_transcript.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "conversation.item.done",
+    "response.done",
+    "rate_limits.updated",
+]
