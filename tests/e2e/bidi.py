@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -27,8 +26,9 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.e2e.processes import pulseaudio, read_text, stop
+
 FIREFOX = "/usr/bin/firefox-esr"
-PULSEAUDIO = "/usr/bin/pulseaudio"
 LISTENING = re.compile(r"WebDriver BiDi listening on (ws://127\.0\.0\.1:\d+)")
 
 #: The pitch of Firefox's fake microphone, a steady sine tone.
@@ -259,10 +259,6 @@ def _write_file(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _read_text(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
 def _write_profile(profile: Path) -> None:
     profile.mkdir(parents=True, exist_ok=True)
     lines = [f"user_pref({json.dumps(name)}, {json.dumps(value)});" for name, value in PREFS.items()]
@@ -274,7 +270,7 @@ async def _wait_for_file_text(
 ) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        content = await asyncio.to_thread(_read_text, path)
+        content = await asyncio.to_thread(read_text, path)
         if pattern.search(content):
             return content
         if process.poll() is not None:
@@ -282,18 +278,6 @@ async def _wait_for_file_text(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} did not print {pattern.pattern!r} in {timeout} s:\n{content[-2000:]}")
         await asyncio.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    # Each process leads its own group, so the browser's content processes go with it.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
 
 
 @contextlib.asynccontextmanager
@@ -305,68 +289,43 @@ async def launch_firefox(workdir: Path) -> AsyncIterator[Firefox]:
     for folder in (home, runtime):
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o700)
-    socket_path = runtime / "pulse.sock"
     env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
-    processes: list[subprocess.Popen[bytes]] = []
+    browser: subprocess.Popen[bytes] | None = None
     client: BidiClient | None = None
     try:
-        with (workdir / "pulseaudio.log").open("wb") as log:
-            pulse = subprocess.Popen(
-                [
-                    PULSEAUDIO,
-                    "-n",
-                    "--daemonize=no",
-                    "--exit-idle-time=-1",
-                    "--use-pid-file=no",
-                    "--disallow-exit",
-                    "--log-target=stderr",
-                    # The sink first: the socket then appears only once there is somewhere to play to.
-                    "--load=module-null-sink sink_name=silence",
-                    f"--load=module-native-protocol-unix socket={socket_path} auth-anonymous=1",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        processes.append(pulse)
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            if pulse.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("PulseAudio did not start:\n" + (workdir / "pulseaudio.log").read_text())
-            await asyncio.sleep(0.05)
-
-        profile = workdir / "profile"
-        _write_profile(profile)
-        firefox_log = workdir / "firefox.log"
-        with firefox_log.open("wb") as log:
-            browser = subprocess.Popen(
-                [
-                    FIREFOX,
-                    "--headless",
-                    "--remote-debugging-port=0",  # Firefox picks a free port and prints it
-                    "--profile",
-                    str(profile),
-                    "--no-remote",
-                    "about:blank",
-                ],
-                env={**env, "PULSE_SERVER": f"unix:{socket_path}"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        processes.append(browser)
-        banner = await _wait_for_file_text(firefox_log, LISTENING, browser, "Firefox", timeout=30)
-        match = LISTENING.search(banner)
-        assert match is not None
-        client = await BidiClient.connect(f"{match.group(1)}/session")
-        yield Firefox(client, processes)
+        async with pulseaudio(runtime, env, workdir / "pulseaudio.log") as socket_path:
+            try:
+                profile = workdir / "profile"
+                _write_profile(profile)
+                firefox_log = workdir / "firefox.log"
+                with firefox_log.open("wb") as log:
+                    browser = subprocess.Popen(
+                        [
+                            FIREFOX,
+                            "--headless",
+                            "--remote-debugging-port=0",  # Firefox picks a free port and prints it
+                            "--profile",
+                            str(profile),
+                            "--no-remote",
+                            "about:blank",
+                        ],
+                        env={**env, "PULSE_SERVER": f"unix:{socket_path}"},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                banner = await _wait_for_file_text(firefox_log, LISTENING, browser, "Firefox", timeout=30)
+                match = LISTENING.search(banner)
+                assert match is not None
+                client = await BidiClient.connect(f"{match.group(1)}/session")
+                yield Firefox(client, [browser])
+            finally:
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(client.command("browser.close", timeout=5), 6)
+                    with contextlib.suppress(Exception):
+                        await client.close()
+                if browser is not None:
+                    stop(browser)
     finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.command("browser.close", timeout=5), 6)
-            with contextlib.suppress(Exception):
-                await client.close()
-        for process in reversed(processes):
-            _stop(process)
         shutil.rmtree(runtime, ignore_errors=True)

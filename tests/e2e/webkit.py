@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.bidi import PULSEAUDIO, _read_text, _stop
+from tests.e2e.processes import pulseaudio, read_text, stop
 from tests.harness import free_port
 
 WEBDRIVER = "/usr/bin/WebKitWebDriver"
@@ -171,40 +171,6 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 @contextlib.asynccontextmanager
-async def pulseaudio(runtime: Path, env: dict[str, str], log_path: Path) -> AsyncIterator[Path]:
-    """A private PulseAudio daemon with a null sink; yields its socket (no sound card, no other audio touched)."""
-    socket_path = runtime / "pulse.sock"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                PULSEAUDIO,
-                "-n",
-                "--daemonize=no",
-                "--exit-idle-time=-1",
-                "--use-pid-file=no",
-                "--disallow-exit",
-                "--log-target=stderr",
-                # The sink first: the socket then appears only once there is somewhere to play to.
-                "--load=module-null-sink sink_name=silence",
-                f"--load=module-native-protocol-unix socket={socket_path} auth-anonymous=1",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("PulseAudio did not start:\n" + _read_text(log_path))
-            await asyncio.sleep(0.05)
-        yield socket_path
-    finally:
-        _stop(process)
-
-
-@contextlib.asynccontextmanager
 async def xvfb(log_path: Path) -> AsyncIterator[str]:
     """A virtual X server on a display number it picks itself; yields the DISPLAY value."""
     read_fd, write_fd = os.pipe()
@@ -222,10 +188,10 @@ async def xvfb(log_path: Path) -> AsyncIterator[str]:
         with os.fdopen(read_fd, "rb") as pipe:
             number = (await asyncio.wait_for(asyncio.to_thread(pipe.readline), 15)).strip()
         if not number:
-            raise RuntimeError("Xvfb did not start:\n" + _read_text(log_path))
+            raise RuntimeError("Xvfb did not start:\n" + read_text(log_path))
         yield f":{number.decode()}"
     finally:
-        _stop(process)
+        stop(process)
 
 
 @contextlib.asynccontextmanager
@@ -272,7 +238,7 @@ async def launch_webkit(workdir: Path, width: int = 1200, height: int = 820) -> 
                     with contextlib.suppress(Exception):
                         await http.delete(session.url, timeout=10)
             finally:
-                _stop(driver)
+                stop(driver)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
 
@@ -286,5 +252,5 @@ async def _wait_until_ready(
             if (await http.get(f"{base}/status", timeout=1)).status_code == 200:
                 return
         if driver.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("WebKitWebDriver did not start:\n" + _read_text(log_path)[-2000:])
+            raise RuntimeError("WebKitWebDriver did not start:\n" + read_text(log_path)[-2000:])
         await asyncio.sleep(0.05)
