@@ -220,6 +220,7 @@ def create_app(
             )
         verdict = door.login(door_request, token)
         if isinstance(verdict, Denial):
+            runtime.metrics.login_failures.labels(verdict.reason).inc()
             refused(door_request, verdict, "login")
             return _denial_response(verdict)
         _log.info("login", identity=verdict.identity, client=door_request.client)

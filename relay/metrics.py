@@ -47,6 +47,8 @@ FIRST_AUDIO_TRIGGERS = (TRIGGER_SPEECH_STOPPED, TRIGGER_COMMIT, TRIGGER_RESPONSE
 TOKEN_KINDS = ("input_text", "input_audio", "input_image", "input_cached", "output_text", "output_audio")
 #: Why connections were refused before the upgrade: the door's own reasons (relay.app), its access decisions
 #: (relay.access) and its limits (relay.limits). A reason not listed here still gets its series when first used.
+#: Every reason `Door.login` refuses with.
+LOGIN_FAILURE_REASONS = ("invalid_token", "too_many_attempts", "origin", "login_not_configured")
 REJECT_REASONS = ("draining", "model", "bad_rate", *LIMIT_REASONS, *DENIAL_REASONS)
 #: Names in rate_limits.updated.
 RATE_LIMIT_NAMES = ("tokens", "requests")
@@ -236,6 +238,12 @@ class RelayMetrics:
             ["reason"],
             registry=r,
         )
+        self.login_failures = Counter(
+            "relay_login_failures_total",
+            "Web sign-ins refused, by reason (a rising invalid_token rate means someone is guessing).",
+            ["reason"],
+            registry=r,
+        )
         self.tokens = Counter(
             "relay_tokens_total", "Tokens reported by response.done usage, by kind.", ["kind"], registry=r
         )
@@ -266,6 +274,8 @@ class RelayMetrics:
             self.sessions_total.labels(outcome)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+        for reason in LOGIN_FAILURE_REASONS:
+            self.login_failures.labels(reason)
 
         self._identity_cap = identity_cap
         self._identities: dict[str, IdentityMetrics] = {}

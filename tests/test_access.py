@@ -743,6 +743,9 @@ async def test_login_brute_force_is_rate_limited(relay_factory: Any) -> None:
     (await refused(relay.ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"})).says(
         429, "too_many_attempts", "Wait"
     )
+    failures = relay.inner.metrics.login_failures
+    assert failures.labels("invalid_token")._value.get() == 5
+    assert failures.labels("too_many_attempts")._value.get() == 1
     # Another client address is not locked out.
     port = relay.inner.port
     transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
