@@ -27,6 +27,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.e2e.processes import pulseaudio, read_text, stop
+from tests.e2e.scenario import poll_script
 
 FIREFOX = "/usr/bin/firefox-esr"
 LISTENING = re.compile(r"WebDriver BiDi listening on (ws://127\.0\.0\.1:\d+)")
@@ -201,19 +202,7 @@ class Tab:
 
     async def wait_for(self, expression: str, timeout: float = 15) -> None:
         """Wait until a JS expression is true, polling every 50 ms inside the page."""
-        ok = await self.evaluate(
-            f"""new Promise((resolve) => {{
-                const deadline = performance.now() + {timeout * 1000};
-                const poll = () => {{
-                    let value = false;
-                    try {{ value = Boolean({expression}); }} catch {{}}
-                    if (value || performance.now() > deadline) resolve(value);
-                    else setTimeout(poll, 50);
-                }};
-                poll();
-            }})""",
-            timeout=timeout + 5,
-        )
+        ok = await self.evaluate(poll_script(expression, timeout), timeout=timeout + 5)
         if not ok:
             raise TimeoutError(f"not true after {timeout} s: {expression}")
 

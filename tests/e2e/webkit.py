@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.processes import pulseaudio, read_text, stop
+from tests.e2e.scenario import poll_script
 from tests.harness import free_port
 
 WEBDRIVER = "/usr/bin/WebKitWebDriver"
@@ -112,19 +113,7 @@ class WebKitSession:
     async def wait_for(self, expression: str, timeout: float = 15) -> None:
         """Wait until a JS expression is true, polling every 50 ms inside the page."""
         await self.command("POST", "/timeouts", {"script": round((timeout + 5) * 1000)})
-        ok = await self.evaluate(
-            f"""new Promise((resolve) => {{
-                const deadline = performance.now() + {timeout * 1000};
-                const poll = () => {{
-                    let value = false;
-                    try {{ value = Boolean({expression}); }} catch {{}}
-                    if (value || performance.now() > deadline) resolve(value);
-                    else setTimeout(poll, 50);
-                }};
-                poll();
-            }})""",
-            timeout=timeout,
-        )
+        ok = await self.evaluate(poll_script(expression, timeout), timeout=timeout)
         if not ok:
             raise TimeoutError(f"not true after {timeout} s: {expression}")
 
