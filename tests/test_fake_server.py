@@ -71,6 +71,19 @@ async def stream_audio(ws: ClientConnection, audio: bytes, frame_ms: int = 20) -
 # ----- handshake -----
 
 
+async def manual_turns(ws: ClientConnection) -> None:
+    """Read session.created, switch to manual turns and read session.updated."""
+    await recv(ws)
+    await send(
+        ws,
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+        },
+    )
+    await recv(ws)
+
+
 async def test_auth_by_bearer_or_browser_subprotocol() -> None:
     key = "sk-test-0123456789"
     async with FakeRealtimeServer(FakeOptions(api_key=key)) as fake:
@@ -255,15 +268,7 @@ async def test_first_audio_delay_is_precise(server: FakeRealtimeServer) -> None:
     server.options.first_audio_delay = 0.25
     server.options.pace_audio = True
     async with connect(server.url) as ws:
-        await recv(ws)
-        await send(
-            ws,
-            {
-                "type": "session.update",
-                "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
-            },
-        )
-        await recv(ws)
+        await manual_turns(ws)
         measured = []
         for _ in range(3):
             await send(
@@ -327,15 +332,7 @@ async def test_official_sdk_talks_to_the_fake() -> None:
 async def test_largest_append_fits_in_one_message(server: FakeRealtimeServer) -> None:
     limit = 15 * 1024 * 1024
     async with connect(server.url, max_size=None) as ws:
-        await recv(ws)
-        await send(
-            ws,
-            {
-                "type": "session.update",
-                "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
-            },
-        )
-        await recv(ws)
+        await manual_turns(ws)
         await send(
             ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(limit)).decode()}
         )
@@ -360,15 +357,7 @@ async def test_largest_append_fits_in_one_message(server: FakeRealtimeServer) ->
 async def test_client_cancel_stops_a_paced_reply(server: FakeRealtimeServer) -> None:
     server.options.pace_audio = True
     async with connect(server.url) as ws:
-        await recv(ws)
-        await send(
-            ws,
-            {
-                "type": "session.update",
-                "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
-            },
-        )
-        await recv(ws)
+        await manual_turns(ws)
         await send(
             ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm(speech(2.0))).decode()}
         )
