@@ -12,11 +12,9 @@ import base64
 import contextlib
 import itertools
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.e2e.processes import pulseaudio, read_text, stop
+from tests.e2e.processes import private_environment, pulseaudio, read_text, stop
 from tests.e2e.scenario import poll_script
 
 FIREFOX = "/usr/bin/firefox-esr"
@@ -272,13 +270,7 @@ async def _wait_for_file_text(
 @contextlib.asynccontextmanager
 async def launch_firefox(workdir: Path) -> AsyncIterator[Firefox]:
     """Start PulseAudio (null sink) and headless Firefox in `workdir`, connect over BiDi; stop both on exit."""
-    home = workdir / "home"
-    # A Unix socket path is limited to about 100 bytes, so the daemon's socket lives in a short temporary folder.
-    runtime = Path(tempfile.mkdtemp(prefix="relay-pulse-"))
-    for folder in (home, runtime):
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    env, runtime = private_environment(workdir, "relay-pulse-")
     browser: subprocess.Popen[bytes] | None = None
     client: BidiClient | None = None
     try:

@@ -7,11 +7,26 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 PULSEAUDIO = "/usr/bin/pulseaudio"
+
+
+def private_environment(workdir: Path, prefix: str) -> tuple[dict[str, str], Path]:
+    """An environment with its own HOME under `workdir` and its own runtime folder; returns both.
+
+    The runtime folder (for PulseAudio's socket) is a short temporary path, since a Unix socket path is limited to
+    about 100 bytes; the caller removes it.
+    """
+    home = workdir / "home"
+    runtime = Path(tempfile.mkdtemp(prefix=prefix))
+    for folder in (home, runtime):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    return {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}, runtime
 
 
 def read_text(path: Path) -> str:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.processes import pulseaudio, read_text, stop
+from tests.e2e.processes import private_environment, pulseaudio, read_text, stop
 from tests.e2e.scenario import poll_script
 from tests.harness import free_port
 
@@ -186,13 +185,7 @@ async def xvfb(log_path: Path) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def launch_webkit(workdir: Path, width: int = 1200, height: int = 820) -> AsyncIterator[WebKitSession]:
     """Start Xvfb, PulseAudio and WebKitWebDriver in `workdir`, open a MiniBrowser session; stop them all on exit."""
-    home = workdir / "home"
-    # A Unix socket path is limited to about 100 bytes, so the daemon's socket lives in a short temporary folder.
-    runtime = Path(tempfile.mkdtemp(prefix="relay-webkit-"))
-    for folder in (home, runtime):
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    env, runtime = private_environment(workdir, "relay-webkit-")
     browser_log = workdir / "webkit.log"
     try:
         async with (
