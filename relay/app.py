@@ -33,6 +33,7 @@ from relay.access import (
     request_from_scope,
 )
 from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet
+from relay.bounds import END_GRACE_SECONDS, SessionBounds
 from relay.config import Config
 from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
@@ -94,16 +95,16 @@ class Runtime:
                     await self.sessions_changed.wait()
         remaining = list(self.sessions)
         for session in remaining:
-            await session.terminate(
+            session.terminate(
                 protocol.SERVER_SHUTTING_DOWN,
                 "The relay is restarting or shutting down. Connect again in a few seconds.",
                 CloseCode.GOING_AWAY,
                 "server_shutdown",
             )
-        for session in remaining:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(3):
-                    await session.wait_closed()
+        # Each session closes both sides within END_GRACE_SECONDS, whatever its peers do; the margin is for the loop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(END_GRACE_SECONDS + 0.5):
+                await asyncio.gather(*(session.wait_closed() for session in remaining))
 
 
 #: A login body is `{"token": "..."}`; anything much larger is not one.
@@ -150,7 +151,8 @@ def create_app(
         api_key=config.openai_api_key if api_key is None else api_key,
         simulated=simulated,
     )
-    policy = SessionPolicy(locked_fields=config.locked_fields)
+    policy = SessionPolicy(locked_fields=config.locked_fields, allowed_models=config.models)
+    bounds = SessionBounds.from_config(config)
     # Without RELAY_COOKIE_SECRET, logins are signed with a key that lives as long as the process.
     cookies = LoginCookies(config.cookie_secret or secrets.token_bytes(32), config.login_ttl_seconds)
     door = Door(config, TokenSet.from_config(config), cookies, AttemptLimiter(), simulated=simulated)
@@ -308,7 +310,7 @@ def create_app(
             metrics=runtime.metrics,
             policy=policy,
             resampler_quality=config.resampler,
-            max_message_bytes=config.max_message_bytes,
+            bounds=bounds,
             session_defaults=runtime.session_defaults() or None,
             input_rate=rates.get("input_rate", protocol.API_RATE),
             output_rate=rates.get("output_rate", protocol.API_RATE),
@@ -322,7 +324,7 @@ def create_app(
             upstream_url=upstream_url(runtime.upstream_base, model),
             api_key=runtime.api_key,
             connect_timeout=config.upstream_connect_timeout,
-            pending_limit=config.pending_events_limit,
+            bounds=bounds,
             metrics=runtime.metrics,
         )
         runtime.add(session)

@@ -266,14 +266,52 @@ SETTINGS: tuple[Setting, ...] = (
         "RELAY_MAX_MESSAGE_BYTES",
         _int_range(1024, 64 * 1024 * 1024),
         "4194304",
-        "Largest client WebSocket message.",
+        "Largest client WebSocket message, in bytes (UTF-8 for text frames).",
+    ),
+    Setting(
+        "audio_ahead_seconds",
+        "RELAY_AUDIO_AHEAD_SECONDS",
+        _float_range(1, 600),
+        "20",
+        "How far a client's audio may run ahead of real time (also the most audio in one frame); beyond it the "
+        "relay reads that client at real-time speed.",
+    ),
+    Setting(
+        "client_buffer_bytes",
+        "RELAY_CLIENT_BUFFER_BYTES",
+        _int_range(64 * 1024, 1024 * 1024 * 1024),
+        "8388608",
+        "Bytes queued for a client that reads slower than the upstream sends; beyond it the client is closed "
+        "(1013).",
+    ),
+    Setting(
+        "client_buffer_seconds",
+        "RELAY_CLIENT_BUFFER_SECONDS",
+        _float_range(1, 3600),
+        "60",
+        "Seconds of audio queued for a slow client; beyond it the client is closed (1013).",
+    ),
+    Setting(
+        "client_stall_seconds",
+        "RELAY_CLIENT_STALL_SECONDS",
+        _float_range(0.5, 600),
+        "5",
+        "Longest a send may wait for a client that stopped reading; then it is closed (1013).",
+    ),
+    Setting(
+        "heartbeat_seconds",
+        "RELAY_HEARTBEAT_SECONDS",
+        _float_range(1, 600),
+        "5",
+        "Ping interval to both peers; a peer that does not answer within as long again ends the session.",
     ),
     Setting(
         "daily_token_budget",
         "RELAY_DAILY_TOKEN_BUDGET",
         _int_range(0, 10**12),
         "1000000",
-        "Tokens per identity per UTC day, counted from response.done usage (0 = unlimited).",
+        "Tokens per identity per UTC day: estimated from audio as it flows, settled by response.done and "
+        "transcription usage (0 = unlimited).",
     ),
     Setting(
         "resampler",
@@ -295,6 +333,13 @@ SETTINGS: tuple[Setting, ...] = (
         _int_range(1, 100000),
         "1000",
         "Client events held while the upstream connects.",
+    ),
+    Setting(
+        "pending_bytes_limit",
+        "RELAY_PENDING_BYTES_LIMIT",
+        _int_range(64 * 1024, 1024 * 1024 * 1024),
+        "16777216",
+        "Bytes of client events held while the upstream connects.",
     ),
     Setting(
         "drain_seconds",
@@ -358,10 +403,16 @@ class Config:
     max_session_seconds: int = 1800
     idle_timeout_seconds: int = 300
     max_message_bytes: int = 4 * 1024 * 1024
+    audio_ahead_seconds: float = 20.0
+    client_buffer_bytes: int = 8 * 1024 * 1024
+    client_buffer_seconds: float = 60.0
+    client_stall_seconds: float = 5.0
+    heartbeat_seconds: float = 5.0
     daily_token_budget: int = 1_000_000
     resampler: str = RESAMPLER_QUALITIES[0]
     upstream_connect_timeout: float = 10.0
     pending_events_limit: int = 1000
+    pending_bytes_limit: int = 16 * 1024 * 1024
     drain_seconds: float = 10.0
     log_format: str = "auto"
     log_level: str = "info"

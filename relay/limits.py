@@ -83,7 +83,8 @@ class SessionSlots:
 
 
 class TokenBudget:
-    """Tokens each identity may use per UTC day, counted from `response.done` usage. 0 means unlimited.
+    """Tokens each identity may use per UTC day, estimated from audio as it flows and settled by `response.done`
+    usage and transcription usage. 0 means unlimited.
 
     Only the current day is kept; the first use after midnight UTC starts a new day for everyone.
     """
@@ -131,10 +132,10 @@ class TokenBudget:
         )
 
     def spend(self, identity: str, tokens: int) -> str | None:
-        """Count `tokens` used by `identity`; return why its session must end if that spent the budget."""
+        """Count `tokens` used by `identity` (negative: refund); return why its session must end if it is spent."""
         self._today()
-        if tokens > 0:
-            self._spent[identity] = self._spent.get(identity, 0) + tokens
+        if tokens:  # negative: an estimate charged earlier is given back once the real usage is known
+            self._spent[identity] = max(0, self._spent.get(identity, 0) + tokens)
         if not self.exhausted(identity):
             return None
         return (

@@ -5,23 +5,10 @@ Pure decisions on parsed events; the session applies them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from relay.protocol import CLIENT_EVENT_TYPES
-
-# Fields of `response.create`'s `response` object that override the session for one response.
-_RESPONSE_OVERRIDES = {
-    "instructions",
-    "tools",
-    "tool_choice",
-    "max_output_tokens",
-    "audio.output.voice",
-    "output_modalities",
-    "audio.output.format",
-    "audio.output.speed",
-}
 
 
 @dataclass(frozen=True)
@@ -38,6 +25,8 @@ class SessionPolicy:
     """What clients may do inside a session."""
 
     locked_fields: tuple[str, ...] = ()
+    #: Models a client may name in `session.model` (empty: not checked).
+    allowed_models: tuple[str, ...] = ()
 
     def check(self, event: dict[str, Any]) -> Refusal | None:
         """Return a `Refusal` when `event` must not go upstream, else None."""
@@ -50,21 +39,32 @@ class SessionPolicy:
                 "response.create, response.cancel.",
                 "type",
             )
-        if not self.locked_fields:
-            return None
         if event_type == "session.update":
-            return self._check_locked(event.get("session"), "session", self.locked_fields)
+            session = event.get("session")
+            return self._check_model(session) or self._check_locked(session, "session")
         if event_type == "response.create":
-            locked = tuple(f for f in self.locked_fields if f in _RESPONSE_OVERRIDES)
-            return self._check_locked(event.get("response"), "response", locked)
+            # A response's overrides (instructions, tools, audio.output.voice, ...) are session fields for one
+            # response: the same locks apply, on the same paths.
+            return self._check_locked(event.get("response"), "response")
         return None
 
-    @staticmethod
-    def _check_locked(obj: Any, root: str, locked: Iterable[str]) -> Refusal | None:
+    def _check_model(self, session: Any) -> Refusal | None:
+        if not self.allowed_models or not isinstance(session, dict) or "model" not in session:
+            return None
+        model = session["model"]
+        if model in self.allowed_models:
+            return None
+        return Refusal(
+            "relay_policy_violation",
+            f"Model {model!r} is not offered by this relay; use one of: {', '.join(self.allowed_models)}.",
+            "session.model",
+        )
+
+    def _check_locked(self, obj: Any, root: str) -> Refusal | None:
         if not isinstance(obj, dict):
             return None
-        for dotted in locked:
-            if _has_path(obj, dotted.split(".")):
+        for dotted in self.locked_fields:
+            if _touches(obj, dotted.split(".")):
                 return Refusal(
                     "relay_policy_violation",
                     f"{root}.{dotted} is set by this relay's operator and cannot be changed by clients; "
@@ -74,10 +74,17 @@ class SessionPolicy:
         return None
 
 
-def _has_path(obj: dict[str, Any], parts: list[str]) -> bool:
+def _touches(obj: dict[str, Any], parts: list[str]) -> bool:
+    """True if `obj` sets the field at `parts` or anything under it, or replaces an object on its path.
+
+    A lock on `audio.output` is touched by `audio.output.voice`; a lock on `audio.output.voice` is touched by
+    `audio.output.voice` and by `audio.output: null`, which would replace the object holding it.
+    """
     node: Any = obj
     for part in parts:
-        if not isinstance(node, dict) or part not in node:
+        if not isinstance(node, dict):
+            return True
+        if part not in node:
             return False
         node = node[part]
     return True

@@ -93,6 +93,7 @@ class CloseCode(IntEnum):
     POLICY = 1008  # a limit or policy was exceeded; the preceding error event names it
     TOO_BIG = 1009  # a message exceeded RELAY_MAX_MESSAGE_BYTES
     INTERNAL = 1011  # unexpected relay failure (a bug: the log has the details)
+    TRY_AGAIN_LATER = 1013  # the client read too slowly (or not at all) and fell behind: reconnect
     UPSTREAM_AUTH = 4401  # the upstream refused the relay's API key (operator must fix the key)
     UPSTREAM_RATE_LIMITED = 4429  # the upstream answered 429: retry later
     UPSTREAM_UNAVAILABLE = (
@@ -113,6 +114,7 @@ BAD_AUDIO = "relay_bad_audio"
 BAD_EVENT = "relay_bad_event"
 INTERNAL_ERROR = "relay_internal_error"
 SERVER_SHUTTING_DOWN = "relay_shutting_down"
+CLIENT_TOO_SLOW = "relay_client_too_slow"
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 

@@ -1,6 +1,8 @@
 """One relay session: the client socket, the upstream socket, two pumps between them, and an orderly end.
 
-The pumps only move frames; what to send where is decided by `SessionState`.
+The pumps only move frames; what to send where is decided by `SessionState`, and every bound they respect is in
+`relay.bounds`. Nothing here waits on a peer without a deadline: frames for the client go through a `ClientOutbox`,
+and ending a session (by either side, a timer, a limit or a shutdown) takes at most `END_GRACE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
+from relay.bounds import END_GRACE_SECONDS, AudioPace, PendingLedger, SessionBounds, payload_bytes
+from relay.client_outbox import ClientOutbox, close_reason
 from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
@@ -25,11 +30,13 @@ from relay.upstream import UpstreamFailure, lost_connection, open_upstream
 
 _log = structlog.get_logger("relay.session")
 
-# Close codes a server may send as they are (1005/1006/1015 must never be sent on the wire).
-_SENDABLE_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
-_UPSTREAM_CLOSE_TIMEOUT = 2.0
 # Wake a little after a timer's deadline rather than a little before it.
 _TIMER_SLACK = 0.01
+
+
+def _passes_through(code: int) -> bool:
+    """Upstream close codes a client gets as they are: normal ends and application codes (3000-4999)."""
+    return code in (CloseCode.NORMAL, CloseCode.GOING_AWAY) or 3000 <= code <= 4999
 
 
 @dataclass
@@ -54,7 +61,7 @@ class RelaySession:
         upstream_url: str,
         api_key: str,
         connect_timeout: float,
-        pending_limit: int,
+        bounds: SessionBounds,
         metrics: RelayMetrics,
     ) -> None:
         self.session_id = session_id
@@ -68,9 +75,14 @@ class RelaySession:
         #: The upstream socket once it is open; `_upstream` is set only after the held events went out.
         self._opened: ClientConnection | None = None
         self._upstream: ClientConnection | None = None
+        self._bounds = bounds
         self._pending: deque[str] = deque()
-        self._pending_limit = pending_limit
+        self._pending_ledger = PendingLedger(bounds.pending_events, bounds.pending_bytes)
         self._upstream_ready = asyncio.Event()
+        self._pace = AudioPace(bounds.audio_ahead_seconds, time.monotonic)
+        self._outbox = ClientOutbox(
+            websocket, bounds, forward_latency=metrics.forward_to_client, on_overflow=self._client_too_slow
+        )
         self._end: SessionEnd | None = None
         self._done = asyncio.Event()
         #: When the client last sent a frame (time.monotonic), for the idle timer.
@@ -94,18 +106,27 @@ class RelaySession:
         self.state.identity_metrics.session_opened()
         client_task = asyncio.create_task(self._client_pump(), name=f"{self.session_id}-client")
         upstream_task = asyncio.create_task(self._upstream_pump(), name=f"{self.session_id}-upstream")
+        writer_task = asyncio.create_task(self._outbox.run(), name=f"{self.session_id}-writer")
         self._tasks = (client_task, upstream_task)
         try:
-            await asyncio.wait({client_task, upstream_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({client_task, upstream_task, writer_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (client_task, upstream_task):
                 task.cancel()
             for task in (client_task, upstream_task):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if writer_task.done() and self._end is None:
+                self._set_end("client_closed", CloseCode.NORMAL, "client gone")
             end = self._end or SessionEnd("error", CloseCode.INTERNAL, "relay error")
-            # A client that left must not keep a paid upstream session open, nor wait for its close handshake.
-            await asyncio.gather(self._close_upstream(), self._close_client(end.close_code, end.reason))
+            # A client that left must not keep a paid upstream session open, nor wait for its close handshake;
+            # both sides are closed at once, each within END_GRACE_SECONDS.
+            await asyncio.gather(
+                self._close_upstream(), self._outbox.finish(end.close_code, end.reason, END_GRACE_SECONDS)
+            )
+            writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer_task
             duration = time.monotonic() - started
             self._metrics.sessions_active.dec()
             self._metrics.sessions_total.labels(end.outcome).inc()
@@ -114,9 +135,12 @@ class RelaySession:
             self._done.set()
         return end
 
-    async def terminate(self, code: str, message: str, close_code: int, outcome: str) -> None:
-        """End the session from outside (shutdown, limits): send an error event, then close both sides."""
-        await self._end_with_error(code, message, close_code, outcome)
+    def terminate(self, code: str, message: str, close_code: int, outcome: str) -> None:
+        """End the session from outside (shutdown, limits): queue an error event, then close both sides.
+
+        Returns at once; `wait_closed()` waits for the end, which takes at most END_GRACE_SECONDS.
+        """
+        self._end_with_error(code, message, close_code, outcome)
 
     async def enforce_timers(self, timers: SessionTimers) -> None:
         """End the session when its length or idle limit runs out: relay_limit_exceeded, then close 1008."""
@@ -128,14 +152,19 @@ class RelaySession:
             # A client event meanwhile only moves the idle deadline later, so this never wakes too late.
             await asyncio.sleep(timers.seconds_to_next_check(now, self.last_client_activity) + _TIMER_SLACK)
         self.log.info("session_limit_reached", limit=expiry.setting)
-        await self.terminate(protocol.LIMIT_EXCEEDED, expiry.message, CloseCode.POLICY, "limit")
+        self.terminate(protocol.LIMIT_EXCEEDED, expiry.message, CloseCode.POLICY, "limit")
 
     # -- client → upstream -----------------------------------------------------------------------------------
 
     async def _client_pump(self) -> None:
         receive = self._ws.receive
         forward_latency = self._metrics.forward_to_upstream
+        pace = self._pace
         while True:
+            wait = pace.wait_before()
+            if wait > 0:
+                # Audio far ahead of real time: read this client no faster than real time (TCP holds the rest).
+                await asyncio.sleep(wait)
             message = await receive()
             self.last_client_activity = time.monotonic()
             kind = message["type"]
@@ -152,25 +181,39 @@ class RelaySession:
             else:
                 actions = self.state.from_client_bytes(message.get("bytes") or b"")
             for out in actions.to_client:
-                await self._send_client(out)
+                self._outbox.put(out)
             # Frames held while the upstream connects are not the relay's overhead: only direct sends count.
             direct = self._upstream is not None
             for out in actions.to_upstream:
                 await self._send_upstream(out)
             if actions.to_upstream and direct:
                 forward_latency.observe(time.perf_counter() - received)
+            if actions.more_to_upstream is not None:
+                await self._send_slices(actions.more_to_upstream)
+            if actions.audio_from_client:
+                pace.sent(actions.audio_from_client)
             if actions.close is not None:
                 self._set_end("policy", *actions.close)
                 return
 
+    async def _send_slices(self, slices: Iterator[list[str]]) -> None:
+        # A long input is resampled a slice at a time, letting other sessions run between slices.
+        for frames in slices:
+            await asyncio.sleep(0)
+            for out in frames:
+                await self._send_upstream(out)
+
     async def _send_upstream(self, text: str) -> None:
         upstream = self._upstream
         if upstream is None:
-            # Held in order until the upstream is open; a client that floods meanwhile waits (backpressure).
-            while len(self._pending) >= self._pending_limit and self._upstream is None:
+            # Held in order until the upstream is open; a client beyond the count or byte bound waits
+            # (backpressure: its frames stay in its own TCP connection, not in the relay's memory).
+            nbytes = payload_bytes(text)
+            while not self._pending_ledger.has_room(nbytes) and self._upstream is None:
                 await self._upstream_ready.wait()
             if self._upstream is None:
                 self._pending.append(text)
+                self._pending_ledger.add(nbytes)
                 return
             upstream = self._upstream
         await upstream.send(text)
@@ -180,10 +223,12 @@ class RelaySession:
     async def _upstream_pump(self) -> None:
         connect_started = time.perf_counter()
         try:
-            upstream = self._opened = await open_upstream(self._url, self._api_key, self._connect_timeout)
+            upstream = self._opened = await open_upstream(
+                self._url, self._api_key, self._connect_timeout, self._bounds.heartbeat_seconds
+            )
         except UpstreamFailure as failure:
             self.log.warning("upstream_connect_failed", reason=failure.reason, code=failure.code)
-            await self._end_with_error(failure.code, failure.message, failure.close_code, "upstream_failed")
+            self._end_with_error(failure.code, failure.message, failure.close_code, "upstream_failed")
             return
         self._metrics.upstream_connect.observe(time.perf_counter() - connect_started)
         self.log.info("upstream_connected", seconds=round(time.perf_counter() - connect_started, 4))
@@ -195,81 +240,86 @@ class RelaySession:
             # No await between the last pending frame and this: the client pump now sends directly, in order.
             self._upstream = upstream
             self._upstream_ready.set()
-            forward_latency = self._metrics.forward_to_client
+            outbox = self._outbox
             async for message in upstream:
                 received = time.perf_counter()
                 if isinstance(message, bytes):
                     message = message.decode("utf-8", errors="replace")
                 actions = self.state.from_upstream_text(message)
-                sent = True
-                for out in actions.to_client:
-                    sent = await self._send_client(out) and sent
-                if actions.first_audio and sent:
-                    self.state.first_audio_forwarded()
+                to_client = actions.to_client
+                last = len(to_client) - 1
+                for index, out in enumerate(to_client):
+                    if index < last:
+                        outbox.put(out)
+                    else:  # the frame whose hand-off ends this event's forwarding (and perhaps a first-audio wait)
+                        outbox.put(
+                            out,
+                            audio_seconds=actions.audio_to_client,
+                            received=received,
+                            on_sent=self.state.first_audio_forwarded if actions.first_audio else None,
+                        )
                 for out in actions.to_upstream:
                     await upstream.send(out)
                 if actions.close is not None:
                     self._set_end("limit", *actions.close)
                     return
-                if actions.to_client:  # a held or dropped frame forwards nothing
-                    forward_latency.observe(time.perf_counter() - received)
             # Iteration ends only on a clean close from the upstream.
-            self._upstream_closed_cleanly(upstream)
-        except ConnectionClosedOK:
-            self._upstream_closed_cleanly(upstream)
-        except ConnectionClosed:
+            self._upstream_closed(upstream.close_code, upstream.close_reason)
+        except ConnectionClosed as closed:
+            if closed.rcvd is not None and _passes_through(closed.rcvd.code):
+                self._upstream_closed(closed.rcvd.code, closed.rcvd.reason)
+                return
             lost = lost_connection(self._url)
-            self.log.warning("upstream_lost", code=upstream.close_code)
-            await self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
+            self.log.warning("upstream_lost", code=closed.rcvd.code if closed.rcvd else None)
+            self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
 
-    def _upstream_closed_cleanly(self, upstream: ClientConnection) -> None:
-        code = upstream.close_code or CloseCode.NORMAL
-        if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+    def _upstream_closed(self, code: int | None, reason: str | None) -> None:
+        if code is None or not _passes_through(code):
             code = CloseCode.NORMAL
-        self._set_end("upstream_closed", code, (upstream.close_reason or "upstream closed the session")[:120])
+        reason = reason or "upstream closed the session"
+        if self._api_key:
+            reason = reason.replace(self._api_key, "[redacted]")
+        self._set_end("upstream_closed", code, close_reason(reason))
 
     # -- ending ----------------------------------------------------------------------------------------------
 
-    async def _end_with_error(self, code: str, message: str, close_code: int, outcome: str) -> None:
+    def _end_with_error(self, code: str, message: str, close_code: int, outcome: str) -> None:
         if self._end is not None:
             return
         self._set_end(outcome, close_code, code)
         self._metrics.count_error(code)
         error_type = "server_error" if code.startswith("relay_upstream") else "invalid_request_error"
-        await self._send_client(protocol.dumps(protocol.error_event(code, message, error_type=error_type)))
+        self._outbox.put(protocol.dumps(protocol.error_event(code, message, error_type=error_type)))
         # Wake run(), which closes both sides.
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
                 task.cancel()
 
+    def _client_too_slow(self, why: str) -> None:
+        if self._end is None:
+            self.log.warning("client_too_slow", problem=why)
+        self._end_with_error(
+            protocol.CLIENT_TOO_SLOW,
+            f"This client fell too far behind: {why}. Check the network and connect again.",
+            CloseCode.TRY_AGAIN_LATER,
+            "client_slow",
+        )
+
     def _set_end(self, outcome: str, close_code: int, reason: str) -> None:
         if self._end is None:
             self._end = SessionEnd(outcome, int(close_code), reason)
-
-    async def _send_client(self, text: str) -> bool:
-        """Hand `text` to the client socket; False if the client is gone."""
-        if self._ws.application_state != WebSocketState.CONNECTED:
-            return False
-        try:
-            await self._ws.send_text(text)
-        except Exception:  # the client went away; its pump sees the disconnect
-            self._set_end("client_closed", CloseCode.NORMAL, "client gone")
-            return False
-        return True
 
     async def _close_upstream(self) -> None:
         upstream = self._opened
         if upstream is None:
             return
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(_UPSTREAM_CLOSE_TIMEOUT):
+        try:
+            async with asyncio.timeout(END_GRACE_SECONDS):
                 await upstream.close()
-
-    async def _close_client(self, code: int, reason: str) -> None:
-        if self._ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await self._ws.close(code=code, reason=reason[:120])
+        except Exception:
+            # An upstream that does not complete the closing handshake in time is dropped.
+            upstream.transport.abort()
 
     def _log_summary(self, end: SessionEnd, duration: float) -> None:
         waits = sorted(self.state.first_audio_waits)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from relay import protocol
 from relay.audio import MAX_RATE, MIN_RATE, Resampler, make_resampler
+from relay.bounds import RESAMPLE_SLICE_SECONDS, SessionBounds, payload_bytes
+from relay.event_keys import duplicate_key, may_have_duplicate_keys
 from relay.metrics import (
     NO_IDENTITY_METRICS,
     TO_CLIENT,
@@ -30,6 +35,7 @@ from relay.policy import SessionPolicy
 from relay.protocol import API_RATE, CloseCode
 
 DEFAULTS_EVENT_ID = "relay_session_defaults"
+_log = structlog.get_logger("relay.session")
 _BYTES_PER_SECOND_24K = API_RATE * 2
 # G.711 (audio/pcmu, audio/pcma) is 8 kHz, one byte per sample.
 _BYTES_PER_SECOND_G711 = 8000
@@ -41,9 +47,14 @@ def _decoded_length(b64: str) -> int:
     return len(b64) * 3 // 4 - (2 if b64.endswith("==") else 1 if b64.endswith("=") else 0)
 
 
-def _payload_bytes(text: str) -> int:
-    # str.isascii() is O(1) in CPython; encoding is needed only for non-ASCII text (transcripts, instructions).
-    return len(text) if text.isascii() else len(text.encode())
+#: Estimated tokens per second of audio, charged to the budget as audio flows and settled by `response.done`'s
+#: usage, so that a client that hangs up before `response.done` still pays for what it heard (OpenAI counts about
+#: one user-audio token per 100 ms and one assistant-audio token per 50 ms).
+USER_AUDIO_TOKENS_PER_SECOND = 10
+ASSISTANT_AUDIO_TOKENS_PER_SECOND = 20
+#: Above this size a frame whose quotes suggest duplicate keys is not re-parsed by the exact (slow) checker; what
+#: the policy judged is forwarded re-serialised instead, so the upstream sees exactly what was checked.
+_EXACT_DUPLICATE_CHECK_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -56,6 +67,13 @@ class Actions:
     #: `to_client` carries the first audio of a response that answers a user's turn: once it is handed to the
     #: client socket, call `SessionState.first_audio_forwarded()` so the wait is measured up to that moment.
     first_audio: bool = False
+    #: Seconds of audio `to_client` carries (for the client buffer's bound).
+    audio_to_client: float = 0.0
+    #: Further audio for the upstream, produced slice by slice: the pump sends each list and yields between them,
+    #: so that resampling a large input never holds the loop for long.
+    more_to_upstream: Iterator[list[str]] | None = None
+    #: Seconds of client audio this frame carried (for the real-time pace).
+    audio_from_client: float = 0.0
 
 
 def check_rate(value: Any, what: str) -> str | None:
@@ -77,7 +95,7 @@ class SessionState:
         metrics: RelayMetrics,
         policy: SessionPolicy,
         resampler_quality: str,
-        max_message_bytes: int,
+        bounds: SessionBounds,
         session_defaults: dict[str, Any] | None = None,
         input_rate: int = API_RATE,
         output_rate: int = API_RATE,
@@ -87,7 +105,8 @@ class SessionState:
         self._metrics = metrics
         self._policy = policy
         self._quality = resampler_quality
-        self._max_message_bytes = max_message_bytes
+        self._bounds = bounds
+        self._max_message_bytes = bounds.max_message_bytes
         self._defaults = session_defaults
         self._on_usage = on_usage
         self._clock = clock
@@ -113,6 +132,11 @@ class SessionState:
         self.first_audio_waits: list[float] = []
         self.audio_seconds = {TO_UPSTREAM: 0.0, TO_CLIENT: 0.0}
         self.tokens_used = 0
+        # Tokens charged from audio seconds since the last `response.done` settled them against real usage.
+        self._estimated_tokens = 0.0
+        self._estimate_charged = 0
+        # Malformed upstream event kinds already logged (each is logged once per session).
+        self._upstream_faults_seen: set[str] = set()
 
     # -- opening ---------------------------------------------------------------------------------------------
 
@@ -128,12 +152,13 @@ class SessionState:
     def from_client_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the client."""
         actions = Actions()
-        self._metrics.bytes_to_upstream.inc(_payload_bytes(text))
-        if len(text) > self._max_message_bytes:
+        size = payload_bytes(text)
+        self._metrics.bytes_to_upstream.inc(size)
+        if size > self._max_message_bytes:
             self._client_error(
                 actions,
                 protocol.LIMIT_EXCEEDED,
-                f"A message of {len(text)} bytes exceeds this relay's limit of {self._max_message_bytes} bytes "
+                f"A message of {size} bytes (UTF-8) exceeds this relay's limit of {self._max_message_bytes} bytes "
                 "(RELAY_MAX_MESSAGE_BYTES); send audio in smaller appends (20-100 ms each).",
             )
             return actions
@@ -155,6 +180,11 @@ class SessionState:
             )
             return actions
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        try:
+            text = self._without_duplicate_keys(text, event)
+        except ValueError as exc:
+            self._client_error(actions, protocol.BAD_EVENT, str(exc), event_id=event_id)
+            return actions
         refusal = self._policy.check(event)
         if refusal is not None:
             self._client_error(actions, refusal.code, refusal.message, param=refusal.param, event_id=event_id)
@@ -181,6 +211,27 @@ class SessionState:
             self._metrics.count_client_event(event_type)
         return actions
 
+    @staticmethod
+    def _without_duplicate_keys(text: str, event: dict[str, Any]) -> str:
+        """`text` to forward, judged on the same values the policy sees; raise ValueError to refuse it."""
+        try:
+            if not may_have_duplicate_keys(text, event):
+                return text
+            if len(text) > _EXACT_DUPLICATE_CHECK_BYTES:
+                # Too large to parse twice on the loop: forward exactly what was judged instead.
+                return protocol.dumps(event)
+            key = duplicate_key(text)
+        except RecursionError:
+            raise ValueError(
+                "The event is nested too deeply to be a Realtime event; send one JSON event object per frame."
+            ) from None
+        if key is not None:
+            raise ValueError(
+                f"The event has the key {key!r} more than once; each key may appear once per JSON object, or the "
+                "relay and the API could read different values."
+            )
+        return text
+
     def from_client_bytes(self, data: bytes) -> Actions:
         """Decide what to do with a binary frame: raw PCM16LE mono at the session's input rate."""
         actions = Actions()
@@ -201,8 +252,9 @@ class SessionState:
                 f"mono at {self.input_rate} Hz (an even number of bytes). The frame was dropped.",
             )
             return actions
-        self._send_audio(actions, self._resample_in(data))
-        self._metrics.count_client_event("input_audio_buffer.append")
+        self._forward_pcm(actions, data)
+        if not actions.to_client:
+            self._metrics.count_client_event("input_audio_buffer.append")
         return actions
 
     def finish(self) -> list[str]:
@@ -218,7 +270,10 @@ class SessionState:
         if self._input_resampler is None:
             # 24 kHz in, 24 kHz up: forward the frame as it came, decoding nothing.
             if isinstance(audio, str):
-                self._count_audio_in(_decoded_length(audio))
+                nbytes = _decoded_length(audio)
+                if self._frame_too_long(actions, nbytes / self._in_bytes_per_second, event_id):
+                    return
+                self._count_audio_in(nbytes)
             actions.to_upstream.append(text)
             return
         if not isinstance(audio, str):
@@ -252,7 +307,39 @@ class SessionState:
                 event_id=event_id,
             )
             return
-        self._send_audio(actions, self._resample_in(pcm), event_id)
+        self._forward_pcm(actions, pcm, event_id)
+
+    def _frame_too_long(self, actions: Actions, seconds: float, event_id: str | None) -> bool:
+        """Refuse a frame carrying more audio than a client may send ahead of real time."""
+        limit = self._bounds.audio_ahead_seconds
+        if seconds <= limit:
+            actions.audio_from_client = seconds
+            return False
+        self._client_error(
+            actions,
+            protocol.LIMIT_EXCEEDED,
+            f"One frame carried {seconds:.1f} s of audio, more than this relay accepts at once ({limit:g} s, "
+            "RELAY_AUDIO_AHEAD_SECONDS). Send audio as you capture it, 20-100 ms per frame. The frame was dropped.",
+            param="audio",
+            event_id=event_id,
+        )
+        return True
+
+    def _forward_pcm(self, actions: Actions, pcm: bytes, event_id: str | None = None) -> None:
+        """Send client PCM upstream at 24 kHz; a long input is resampled in slices (see `Actions`)."""
+        if self._frame_too_long(actions, len(pcm) / (2 * self.input_rate), event_id):
+            return
+        step = 2 * max(1, int(self.input_rate * RESAMPLE_SLICE_SECONDS))
+        self._send_audio(actions, self._resample_in(pcm[:step]), event_id)
+        if len(pcm) > step:
+            actions.more_to_upstream = self._slices(pcm, step)
+
+    def _slices(self, pcm: bytes, step: int) -> Iterator[list[str]]:
+        view = memoryview(pcm)
+        for start in range(step, len(pcm), step):
+            more = Actions()
+            self._send_audio(more, self._resample_in(bytes(view[start : start + step])))
+            yield more.to_upstream
 
     def _session_update(
         self, actions: Actions, event: dict[str, Any], text: str, event_id: str | None
@@ -320,28 +407,40 @@ class SessionState:
     def from_upstream_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the upstream."""
         actions = Actions()
-        self._metrics.bytes_to_client.inc(_payload_bytes(text))
+        self._metrics.bytes_to_client.inc(payload_bytes(text))
         try:
             event = protocol.loads(text)
             event_type = event["type"]
             if not isinstance(event_type, str):
                 raise TypeError("type is not a string")
         except (ValueError, TypeError, KeyError) as exc:
-            self._client_error(
-                actions,
-                protocol.UPSTREAM_PROTOCOL_ERROR,
-                f"The upstream sent a malformed event ({type(exc).__name__}); it was dropped. The session "
-                "continues; if this repeats, check RELAY_UPSTREAM_URL points at a Realtime API.",
-                error_type="server_error",
-            )
+            self._upstream_fault(actions, "unparsable", f"not a JSON event object ({type(exc).__name__})")
             return actions
         self._metrics.count_upstream_event(event_type)
         handler = _UPSTREAM_HANDLERS.get(event_type)
         if handler is None:
             actions.to_client.append(text)
-        else:
+            return actions
+        try:
             handler(self, actions, event, text)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A field of the wrong shape (`session: null`, `rate_limits: 5`, bad base64 audio): this event is
+            # dropped, the session goes on. What the handler had queued for this event is dropped with it.
+            actions = Actions()
+            self._upstream_fault(actions, event_type, f"{type(exc).__name__}: {exc}"[:200])
         return actions
+
+    def _upstream_fault(self, actions: Actions, kind: str, what: str) -> None:
+        if kind not in self._upstream_faults_seen:
+            self._upstream_faults_seen.add(kind)
+            _log.warning("upstream_event_malformed", event_type=kind, problem=what)
+        self._client_error(
+            actions,
+            protocol.UPSTREAM_PROTOCOL_ERROR,
+            f"The upstream sent a malformed {kind} event ({what}); the relay dropped it and the session goes on. "
+            "If this repeats, the operator should check that RELAY_UPSTREAM_URL points at a Realtime API.",
+            error_type="server_error",
+        )
 
     def _on_session_event(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         self._note_audio_formats(event)
@@ -405,7 +504,7 @@ class SessionState:
         response_id = str(event.get("response_id", ""))
         delta = event.get("delta")
         if isinstance(delta, str):
-            self._count_audio_out(_decoded_length(delta))
+            actions.audio_to_client = self._count_audio_out(_decoded_length(delta))
         if response_id not in self._audio_started:
             self._first_audio_of(response_id, actions)
         if self.output_rate == API_RATE or not isinstance(delta, str):
@@ -469,7 +568,7 @@ class SessionState:
             self._output_resamplers.pop(response_id, None)
             self._awaiting_audio.pop(response_id, None)
             self._audio_started.discard(response_id)
-            spent = self._count_usage(response.get("usage"))
+            spent = self._settle_usage(response.get("usage"))
             if spent is not None:
                 # The response still reaches the client; the session ends right after it.
                 actions.to_client.append(text)
@@ -486,11 +585,45 @@ class SessionState:
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
 
-    def _count_usage(self, usage: Any) -> str | None:
-        """Count a response's usage; return why the session must end if `on_usage` says a budget is spent."""
+    def _on_transcription_completed(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        # Transcription is billed apart from responses, by tokens or (whisper-1) by audio duration.
+        usage = event.get("usage")
+        tokens = 0
+        if isinstance(usage, dict):
+            if usage.get("type") == "duration" and isinstance(usage.get("seconds"), int | float):
+                tokens = math.ceil(usage["seconds"] * USER_AUDIO_TOKENS_PER_SECOND)
+            elif isinstance(usage.get("total_tokens"), int):
+                tokens = usage["total_tokens"]
+        actions.to_client.append(text)
+        spent = self._charge(tokens) if tokens > 0 else None
+        if spent is not None:
+            self._end_for_budget(actions, spent)
+
+    def _end_for_budget(self, actions: Actions, message: str) -> None:
+        self._client_error(actions, protocol.LIMIT_EXCEEDED, message)
+        actions.close = (CloseCode.POLICY, protocol.LIMIT_EXCEEDED)
+
+    def _charge(self, tokens: int) -> str | None:
+        """Charge `tokens` (negative: give back an overestimate); why the session must end, if the budget is spent."""
+        self.tokens_used += tokens
+        if tokens > 0:
+            self.identity_metrics.add_tokens(tokens)
+        return self._on_usage(tokens) if self._on_usage is not None else None
+
+    def _estimate(self, seconds: float, tokens_per_second: int) -> None:
+        # Charged as audio flows, so that hanging up before `response.done` does not dodge the budget; settled
+        # against the real usage when `response.done` arrives.
+        self._estimated_tokens += seconds * tokens_per_second
+        whole = int(self._estimated_tokens) - self._estimate_charged
+        if whole > 0:
+            self._estimate_charged += whole
+            self._charge(whole)
+
+    def _settle_usage(self, usage: Any) -> str | None:
+        """Count a response's usage in place of the estimate charged so far; why the session must end, if it must."""
+        estimated, self._estimated_tokens, self._estimate_charged = self._estimate_charged, 0.0, 0
         if not isinstance(usage, dict):
-            return None
-        total = usage.get("total_tokens")
+            return self._charge(0) if estimated else None
         kinds: dict[str, Any] = {}
         for side in ("input", "output"):
             details = usage.get(f"{side}_token_details")
@@ -503,12 +636,11 @@ class SessionState:
         for kind, count in kinds.items():
             if isinstance(count, int) and not isinstance(count, bool):
                 self._metrics.count_tokens(kind, count)
-        if isinstance(total, int) and total > 0:
-            self.tokens_used += total
-            self.identity_metrics.add_tokens(total)
-            if self._on_usage is not None:
-                return self._on_usage(total)
-        return None
+        total = usage.get("total_tokens")
+        if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+            return self._charge(total - estimated)
+        # No usable total: the estimate stands.
+        return self._charge(0) if estimated else None
 
     def _mark_turn_end(self, trigger: str) -> None:
         # The earliest end of turn counts: a client's response.create after server VAD stopped is not the start.
@@ -548,11 +680,14 @@ class SessionState:
         seconds = nbytes / self._in_bytes_per_second
         self.audio_seconds[TO_UPSTREAM] += seconds
         self._metrics.audio_to_upstream.inc(seconds)
+        self._estimate(seconds, USER_AUDIO_TOKENS_PER_SECOND)
 
-    def _count_audio_out(self, nbytes: int) -> None:
+    def _count_audio_out(self, nbytes: int) -> float:
         seconds = nbytes / self._out_bytes_per_second
         self.audio_seconds[TO_CLIENT] += seconds
         self._metrics.audio_to_client.inc(seconds)
+        self._estimate(seconds, ASSISTANT_AUDIO_TOKENS_PER_SECOND)
+        return seconds
 
     def _client_error(
         self,
@@ -589,4 +724,5 @@ _UPSTREAM_HANDLERS: dict[str, _Handler] = {
     "response.created": SessionState._on_response_created,
     "response.done": SessionState._on_response_done,
     "rate_limits.updated": SessionState._on_rate_limits,
+    "conversation.item.input_audio_transcription.completed": SessionState._on_transcription_completed,
 }

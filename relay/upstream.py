@@ -113,8 +113,12 @@ def lost_connection(url: str) -> UpstreamFailure:
     )
 
 
-async def open_upstream(url: str, api_key: str, timeout: float) -> ClientConnection:
-    """Open the upstream socket with `Authorization: Bearer <api_key>`; raise `UpstreamFailure` on any failure."""
+async def open_upstream(url: str, api_key: str, timeout: float, heartbeat: float) -> ClientConnection:
+    """Open the upstream socket with `Authorization: Bearer <api_key>`; raise `UpstreamFailure` on any failure.
+
+    The socket is pinged every `heartbeat` seconds; an upstream that does not answer within as long again counts
+    as lost.
+    """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         async with asyncio.timeout(timeout):
@@ -128,6 +132,8 @@ async def open_upstream(url: str, api_key: str, timeout: float) -> ClientConnect
                 open_timeout=None,
                 # Frames are forwarded as they come; a deep read queue only hides backpressure.
                 max_queue=64,
+                ping_interval=heartbeat,
+                ping_timeout=heartbeat,
             )
     except Exception as exc:
         raise classify_failure(exc, url, timeout) from None

@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 
 from relay.app import Runtime, create_app
+from relay.client_socket import RelayWebSocketProtocol
 from relay.config import load_config
 from relay.metrics import RelayMetrics
 
@@ -85,7 +86,9 @@ async def start_in_process(upstream_url: str, api_key: str, **settings: str) -> 
             log_config=None,
             lifespan="on",
             ws_per_message_deflate=False,
-            ws="websockets-sansio",
+            ws=RelayWebSocketProtocol,
+            ws_ping_interval=config.heartbeat_seconds,
+            ws_ping_timeout=config.heartbeat_seconds,
             proxy_headers=False,  # the app applies trusted proxy headers itself, after recording the real peer
         )
     )

@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from relay import protocol
+from relay.bounds import SessionBounds
 from relay.fake.server import FakeRealtimeServer
 from relay.metrics import (
     FIRST_AUDIO_TRIGGERS,
@@ -266,7 +267,7 @@ class Turns:
             metrics=self.metrics,
             policy=SessionPolicy(),
             resampler_quality="low-latency",
-            max_message_bytes=1 << 20,
+            bounds=SessionBounds(max_message_bytes=1 << 20),
             clock=lambda: self.now,
         )
 

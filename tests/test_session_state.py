@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from relay.audio import make_resampler
+from relay.bounds import SessionBounds
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.session_state import DEFAULTS_EVENT_ID, SessionState
@@ -20,7 +21,7 @@ def make_state(**kwargs: Any) -> SessionState:
         "metrics": RelayMetrics(),
         "policy": SessionPolicy(),
         "resampler_quality": "low-latency",
-        "max_message_bytes": 1 << 20,
+        "bounds": SessionBounds(max_message_bytes=1 << 20),
     }
     options.update(kwargs)
     return SessionState(**options)
@@ -65,7 +66,7 @@ def test_unknown_event_type_is_refused_with_policy_violation() -> None:
 
 
 def test_oversized_message_is_refused_and_named() -> None:
-    state = make_state(max_message_bytes=2048)
+    state = make_state(bounds=SessionBounds(max_message_bytes=2048))
     actions = state.from_client_text(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 4000}))
     assert actions.to_upstream == []
     [error] = sent(actions.to_client)

@@ -1,0 +1,47 @@
+"""uvicorn's sans-I/O WebSocket protocol, with a way to abort a client that no longer reads.
+
+uvicorn waits for the transport to become writable before every send and close, and closes a socket by flushing
+what is buffered first. A client that stops reading (a phone on a dead link, or an attacker) therefore holds any
+send, any close and even a keepalive timeout forever. This subclass lets the relay abort such a socket: the
+transport is dropped at once, uvicorn reports the disconnect to the app, and its waiting sends are released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.websockets import WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+#: Key of the abort callable in the ASGI scope's `extensions`.
+ABORT_EXTENSION = "relay.abort"
+
+
+class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
+    """The protocol the relay's public listener uses for WebSockets (see the module docstring)."""
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope: dict[str, Any] | None = getattr(self, "scope", None)
+        if scope is not None:  # set only for an accepted upgrade; the app task has not run yet
+            scope["extensions"][ABORT_EXTENSION] = self.abort
+
+    def abort(self) -> None:
+        """Drop the connection now, without flushing or a closing handshake."""
+        # Also when close() was called already: it may be waiting to flush to a peer that does not read.
+        if self.transport is not None:
+            self.transport.abort()
+
+    def keepalive_timeout(self) -> None:
+        # The peer did not answer a ping: it is gone or not reading, so flushing the close frame would never end.
+        super().keepalive_timeout()
+        self.abort()
+
+
+def aborter(websocket: WebSocket) -> Callable[[], None] | None:
+    """The callable that aborts `websocket`'s connection, when the server provides one."""
+    extensions = websocket.scope.get("extensions") or {}
+    found = extensions.get(ABORT_EXTENSION)
+    return found if callable(found) else None
