@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 #: last frames and the close frame; then the socket is aborted. Short, because a peer that does not read by then
 #: will not read at all, and shutdown must not wait on it.
 END_GRACE_SECONDS = 1.0
+#: When a client leaves during a response, the upstream is kept open at most this long to read the response's
+#: `response.done`, so that its usage is charged to the client's budget (the response is cancelled first).
+USAGE_GRACE_SECONDS = 3.0
 #: Large audio inputs are resampled in slices of at most this much audio, yielding to the loop between slices, so
 #: that no single frame holds the event loop for more than a few milliseconds (measured in docs/hardening.md).
 RESAMPLE_SLICE_SECONDS = 0.5
@@ -118,31 +121,44 @@ class PendingLedger:
         self.bytes = 0
 
 
-class AudioPace:
-    """How far a client's audio runs ahead of real time, and how long to wait before reading more.
+#: Bytes per second a client may send on average (twice base64 audio at the highest accepted rate, 192 kHz), with
+#: bursts up to two of the largest messages. Frames beyond it wait in the client's own TCP connection, so that a
+#: client sending giant or refused frames costs the loop no more than a fast honest one.
+CLIENT_BYTES_PER_SECOND = 1024 * 1024
+
+
+class ClientPace:
+    """How far a client runs ahead of real time, in audio and in bytes, and how long to wait before reading more.
 
     Audio sent at real time never waits. A client may send up to `ahead_seconds` of audio at once (a recording, a
     backlog after a network hiccup); beyond that the relay stops reading from it until real time catches up, so a
-    client flooding audio costs the upstream and the loop no more than a real-time one. Idle time earns no credit.
+    client flooding audio costs the upstream and the loop no more than a real-time one. Bytes are paced the same
+    way at `CLIENT_BYTES_PER_SECOND`, whatever the frames carry. Idle time earns no credit beyond the burst.
     """
 
-    def __init__(self, ahead_seconds: float, clock: Callable[[], float]) -> None:
+    def __init__(self, ahead_seconds: float, burst_bytes: int, clock: Callable[[], float]) -> None:
         self.ahead_seconds = ahead_seconds
+        self.burst_bytes = burst_bytes
         self._clock = clock
-        self._ahead = 0.0
+        self._audio_ahead = 0.0
+        self._bytes_ahead = 0.0
         self._at = clock()
 
     def _catch_up(self) -> None:
         now = self._clock()
-        self._ahead = max(0.0, self._ahead - (now - self._at))
-        self._at = now
+        elapsed, self._at = now - self._at, now
+        self._audio_ahead = max(0.0, self._audio_ahead - elapsed)
+        self._bytes_ahead = max(0.0, self._bytes_ahead - elapsed * CLIENT_BYTES_PER_SECOND)
 
     def wait_before(self) -> float:
-        """Seconds to wait before reading the next frame (0 when the client is within its margin)."""
+        """Seconds to wait before reading the next frame (0 when the client is within its margins)."""
         self._catch_up()
-        return max(0.0, self._ahead - self.ahead_seconds)
+        audio_wait = self._audio_ahead - self.ahead_seconds
+        bytes_wait = (self._bytes_ahead - self.burst_bytes) / CLIENT_BYTES_PER_SECOND
+        return max(0.0, audio_wait, bytes_wait)
 
-    def sent(self, audio_seconds: float) -> None:
-        """Count `audio_seconds` of client audio forwarded."""
+    def received(self, nbytes: int, audio_seconds: float) -> None:
+        """Count a frame of `nbytes` from the client that carried `audio_seconds` of audio upstream."""
         self._catch_up()
-        self._ahead += audio_seconds
+        self._bytes_ahead += nbytes
+        self._audio_ahead += audio_seconds

@@ -20,7 +20,14 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
-from relay.bounds import END_GRACE_SECONDS, AudioPace, PendingLedger, SessionBounds, payload_bytes
+from relay.bounds import (
+    END_GRACE_SECONDS,
+    USAGE_GRACE_SECONDS,
+    ClientPace,
+    PendingLedger,
+    SessionBounds,
+    payload_bytes,
+)
 from relay.client_outbox import ClientOutbox, close_reason
 from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
@@ -79,11 +86,13 @@ class RelaySession:
         self._pending: deque[str] = deque()
         self._pending_ledger = PendingLedger(bounds.pending_events, bounds.pending_bytes)
         self._upstream_ready = asyncio.Event()
-        self._pace = AudioPace(bounds.audio_ahead_seconds, time.monotonic)
+        self._pace = ClientPace(bounds.audio_ahead_seconds, 2 * bounds.max_message_bytes, time.monotonic)
         self._outbox = ClientOutbox(
             websocket, bounds, forward_latency=metrics.forward_to_client, on_overflow=self._client_too_slow
         )
         self._end: SessionEnd | None = None
+        #: The client is gone; the upstream is read only until the responses in progress are done.
+        self._client_left = False
         self._done = asyncio.Event()
         #: When the client last sent a frame (time.monotonic), for the idle timer.
         self.last_client_activity = time.monotonic()
@@ -110,6 +119,10 @@ class RelaySession:
         self._tasks = (client_task, upstream_task)
         try:
             await asyncio.wait({client_task, upstream_task, writer_task}, return_when=asyncio.FIRST_COMPLETED)
+            if client_task.done() and not upstream_task.done() and self.state.responses_in_progress:
+                # The client left mid-response: read the (cancelled) response's usage before closing upstream.
+                self._client_left = True
+                await asyncio.wait({upstream_task}, timeout=USAGE_GRACE_SECONDS)
         finally:
             for task in (client_task, upstream_task):
                 task.cancel()
@@ -163,7 +176,7 @@ class RelaySession:
         while True:
             wait = pace.wait_before()
             if wait > 0:
-                # Audio far ahead of real time: read this client no faster than real time (TCP holds the rest).
+                # Far ahead of real time: read this client no faster than its pace (TCP holds the rest).
                 await asyncio.sleep(wait)
             message = await receive()
             self.last_client_activity = time.monotonic()
@@ -178,8 +191,12 @@ class RelaySession:
             text: str | None = message.get("text")
             if text is not None:
                 actions = self.state.from_client_text(text)
+                size = len(text)
             else:
-                actions = self.state.from_client_bytes(message.get("bytes") or b"")
+                data = message.get("bytes") or b""
+                actions = self.state.from_client_bytes(data)
+                size = len(data)
+            pace.received(size, actions.audio_from_client)
             for out in actions.to_client:
                 self._outbox.put(out)
             # Frames held while the upstream connects are not the relay's overhead: only direct sends count.
@@ -190,8 +207,6 @@ class RelaySession:
                 forward_latency.observe(time.perf_counter() - received)
             if actions.more_to_upstream is not None:
                 await self._send_slices(actions.more_to_upstream)
-            if actions.audio_from_client:
-                pace.sent(actions.audio_from_client)
             if actions.close is not None:
                 self._set_end("policy", *actions.close)
                 return
@@ -262,6 +277,8 @@ class RelaySession:
                     await upstream.send(out)
                 if actions.close is not None:
                     self._set_end("limit", *actions.close)
+                    return
+                if self._client_left and not self.state.responses_in_progress:
                     return
             # Iteration ends only on a clean close from the upstream.
             self._upstream_closed(upstream.close_code, upstream.close_reason)

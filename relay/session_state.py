@@ -35,6 +35,7 @@ from relay.policy import SessionPolicy
 from relay.protocol import API_RATE, CloseCode
 
 DEFAULTS_EVENT_ID = "relay_session_defaults"
+CANCEL_EVENT_ID = "relay_client_left"
 _log = structlog.get_logger("relay.session")
 _BYTES_PER_SECOND_24K = API_RATE * 2
 # G.711 (audio/pcmu, audio/pcma) is 8 kHz, one byte per sample.
@@ -135,6 +136,8 @@ class SessionState:
         # Tokens charged from audio seconds since the last `response.done` settled them against real usage.
         self._estimated_tokens = 0.0
         self._estimate_charged = 0
+        #: Responses created upstream and not yet done: what the upstream will still bill for.
+        self.responses_in_progress: set[str] = set()
         # Malformed upstream event kinds already logged (each is logged once per session).
         self._upstream_faults_seen: set[str] = set()
 
@@ -258,9 +261,14 @@ class SessionState:
         return actions
 
     def finish(self) -> list[str]:
-        """Frames to send upstream when the session ends: what the resampler still holds."""
+        """Frames to send upstream when the client has left: what the resampler still holds, and a cancel of any
+        response in progress (its `response.done` then arrives at once, with the usage to charge)."""
         actions = Actions()
         self._flush_input(actions)
+        if self.responses_in_progress:
+            actions.to_upstream.append(
+                protocol.dumps({"type": "response.cancel", "event_id": CANCEL_EVENT_ID})
+            )
         return actions.to_upstream
 
     def _append_base64(
@@ -284,6 +292,9 @@ class SessionState:
                 param="audio",
                 event_id=event_id,
             )
+            return
+        # Judged on its length before decoding, so that a giant frame costs no decoding.
+        if self._frame_too_long(actions, _decoded_length(audio) / (2 * self.input_rate), event_id):
             return
         try:
             pcm = base64.b64decode(audio, validate=True)
@@ -557,8 +568,10 @@ class SessionState:
         response = event.get("response")
         if isinstance(response, dict):
             # This response answers the pending turn; a later turn end belongs to a later response.
-            self._awaiting_audio[str(response.get("id", ""))] = self._turn_end
+            response_id = str(response.get("id", ""))
+            self._awaiting_audio[response_id] = self._turn_end
             self._turn_end = None
+            self.responses_in_progress.add(response_id)
         actions.to_client.append(text)
 
     def _on_response_done(self, actions: Actions, event: dict[str, Any], text: str) -> None:
@@ -568,12 +581,12 @@ class SessionState:
             self._output_resamplers.pop(response_id, None)
             self._awaiting_audio.pop(response_id, None)
             self._audio_started.discard(response_id)
+            self.responses_in_progress.discard(response_id)
             spent = self._settle_usage(response.get("usage"))
             if spent is not None:
                 # The response still reaches the client; the session ends right after it.
                 actions.to_client.append(text)
-                self._client_error(actions, protocol.LIMIT_EXCEEDED, spent)
-                actions.close = (CloseCode.POLICY, protocol.LIMIT_EXCEEDED)
+                self._end_for_budget(actions, spent)
                 return
         actions.to_client.append(text)
 
