@@ -134,7 +134,9 @@ async def test_session_length_ends_a_client_that_keeps_sending_but_never_reads(
 async def test_a_client_that_does_not_read_is_closed_1013_within_the_stall_bound(
     start_relay: Any, fake_upstream: FakeRealtimeServer
 ) -> None:
-    relay = await start_relay(upstream_url=fake_upstream.url, client_stall_seconds="1", heartbeat_seconds="60")
+    relay = await start_relay(
+        upstream_url=fake_upstream.url, client_stall_seconds="1", heartbeat_seconds="60"
+    )
     stuck, record = await stuck_asking_for_audio(relay, fake_upstream)
     await record.wait_closed(timeout=1 + END_GRACE_SECONDS + 5)
     stuck.close()
