@@ -527,7 +527,7 @@ class SessionState:
                 API_RATE, self.output_rate, self._quality
             )
         started = self._clock()
-        out = resampler.process(base64.b64decode(delta))
+        out = resampler.process(base64.b64decode(delta, validate=True))
         self._metrics.resample_to_client.observe(self._clock() - started)
         event["delta"] = base64.b64encode(out).decode()
         actions.to_client.append(protocol.dumps(event))

@@ -11,6 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from relay import protocol
+from relay.bounds import END_GRACE_SECONDS
 from relay.protocol import CloseCode
 
 # Audio deltas and `conversation.item.retrieved` can be large; the relay's own limit is on what clients send.
@@ -134,6 +135,8 @@ async def open_upstream(url: str, api_key: str, timeout: float, heartbeat: float
                 max_queue=64,
                 ping_interval=heartbeat,
                 ping_timeout=heartbeat,
+                # An upstream that does not answer a close within this long is dropped (it may be unreachable).
+                close_timeout=END_GRACE_SECONDS,
             )
     except Exception as exc:
         raise classify_failure(exc, url, timeout) from None
