@@ -247,7 +247,7 @@ class SessionState:
                 "(RELAY_MAX_MESSAGE_BYTES); send 20-100 ms of audio per frame.",
             )
             return actions
-        if len(data) % 2:
+        if not data or len(data) % 2:
             self._client_error(
                 actions,
                 protocol.BAD_AUDIO,
@@ -339,6 +339,12 @@ class SessionState:
     def _forward_pcm(self, actions: Actions, pcm: bytes, event_id: str | None = None) -> None:
         """Send client PCM upstream at 24 kHz; a long input is resampled in slices (see `Actions`)."""
         if self._frame_too_long(actions, len(pcm) / (2 * self.input_rate), event_id):
+            return
+        if not pcm:  # nothing to resample: the upstream judges an empty append as it would without the relay
+            empty = {"type": "input_audio_buffer.append", "audio": ""}
+            actions.to_upstream.append(
+                protocol.dumps(empty if event_id is None else {**empty, "event_id": event_id})
+            )
             return
         step = 2 * max(1, int(self.input_rate * RESAMPLE_SLICE_SECONDS))
         self._send_audio(actions, self._resample_in(pcm[:step]), event_id)

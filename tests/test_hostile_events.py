@@ -211,12 +211,16 @@ async def test_an_upstream_that_stops_answering_pings_is_lost(relay_factory: Any
 
 def test_transcription_usage_is_charged_to_the_budget() -> None:
     charged: list[int] = []
+
+    def charge(tokens: int) -> None:
+        charged.append(tokens)
+
     state = SessionState(
         metrics=RelayMetrics(),
         policy=SessionPolicy(),
         resampler_quality="low-latency",
         bounds=SessionBounds(),
-        on_usage=lambda tokens: charged.append(tokens) or None,
+        on_usage=charge,
     )
     completed = {
         "type": "conversation.item.input_audio_transcription.completed",
