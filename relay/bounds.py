@@ -35,7 +35,7 @@ class SessionBounds:
     max_message_bytes: int = 4 * 1024 * 1024
     #: How far a client's audio may run ahead of real time; beyond it the relay reads that client at real-time
     #: speed. Also the most audio one frame may carry.
-    audio_ahead_seconds: float = 20.0
+    audio_ahead_seconds: float = 5.0
     #: Client events (and their bytes) held while the upstream connects; a client beyond either waits.
     pending_events: int = 1000
     pending_bytes: int = 16 * 1024 * 1024

@@ -272,7 +272,7 @@ SETTINGS: tuple[Setting, ...] = (
         "audio_ahead_seconds",
         "RELAY_AUDIO_AHEAD_SECONDS",
         _float_range(1, 600),
-        "20",
+        "5",
         "How far a client's audio may run ahead of real time (also the most audio in one frame); beyond it the "
         "relay reads that client at real-time speed.",
     ),
@@ -403,7 +403,7 @@ class Config:
     max_session_seconds: int = 1800
     idle_timeout_seconds: int = 300
     max_message_bytes: int = 4 * 1024 * 1024
-    audio_ahead_seconds: float = 20.0
+    audio_ahead_seconds: float = 5.0
     client_buffer_bytes: int = 8 * 1024 * 1024
     client_buffer_seconds: float = 60.0
     client_stall_seconds: float = 5.0
