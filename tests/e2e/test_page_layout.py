@@ -112,7 +112,8 @@ async def test_settings_panel_keeps_the_conversation_and_both_languages_lay_out_
         assert await page.evaluate("document.documentElement.scrollWidth") <= width, "no horizontal scrolling"
         # Connect above Microphone, equally wide and tall, in either language; the microphone's state fits inside.
         connect, mic = await page.evaluate(BUTTONS)
-        assert (connect["left"], connect["width"], connect["height"]) == (mic["left"], mic["width"], mic["height"])
+        aligned = ("left", "width", "height")
+        assert [connect[k] for k in aligned] == [mic[k] for k in aligned], (connect, mic)
         assert mic["top"] >= connect["top"] + connect["height"], (connect, mic)
         assert await page.evaluate(
             "(() => { const b = document.getElementById('mic-btn'); return b.scrollWidth <= b.clientWidth; })()"
