@@ -38,13 +38,15 @@ class StrictParser(argparse.ArgumentParser):
         if not options:
             self.error(f"unexpected argument {extras[0]!r}; see `{self.prog} --help`")
         given = options[0].split("=", 1)[0]
-        message = f"unknown option {given}"
+        note = ""
         if given in self.env_only:
-            message += f" ({self.env_only[given]} is read only from the environment, so that it never shows in a process list)"
+            note = f" ({self.env_only[given]} is read only from the environment, so that it never shows in a process list)"
+        sentences = [f"unknown option {given}{note}."]
         suggestion = self.closest_option(given)
         if suggestion:
-            message += f". Did you mean {suggestion}?"
-        self.error(f"{message}. See `{self.prog} --help`.".replace("?.", "?"))
+            sentences.append(f"Did you mean {suggestion}?")
+        sentences.append(f"See `{self.prog} --help`.")
+        self.error(" ".join(sentences))
 
     def closest_option(self, given: str) -> str | None:
         """The option a user most likely meant: one `given` abbreviates, else the most similar name."""
