@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
+import pytest
 import websockets
 
 from tests.harness import REPO, free_port, stop_process
@@ -71,9 +72,10 @@ def test_bad_value_gets_its_error_and_nothing_that_suggests_it_started() -> None
     ]
 
 
-def test_serve_with_a_port_runs_the_simulated_model() -> None:
+@pytest.mark.parametrize("command", [["serve"], []], ids=["serve", "options-only"])
+def test_serving_with_options_runs_the_simulated_model(command: list[str]) -> None:
     port, metrics_port = free_port(), free_port()
-    with running("serve", "--port", str(port), "--metrics-port", str(metrics_port)) as process:
+    with running(*command, "--port", str(port), "--metrics-port", str(metrics_port)) as process:
 
         def healthy() -> bool:
             with contextlib.suppress(httpx.HTTPError):
