@@ -7,7 +7,6 @@ the SNR of a 1 kHz tone. The figures come from relay.audio.measure, the code the
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -20,6 +19,7 @@ import soxr
 
 from relay.audio import RESAMPLER_QUALITIES, PolyphaseResampler, Resampler, SoxrResampler, make_resampler
 from relay.audio import measure as m
+from relay.cli_args import StrictParser
 
 API_RATE = 24000
 CLIENT_RATES = (8000, 16000, 22050, 44100, 48000, 96000)
@@ -124,9 +124,7 @@ def run_resample(frames: int, baselines: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``bench resample [--frames N] [--baselines]``."""
-    parser = argparse.ArgumentParser(
-        prog="realtime-relay bench", description="Measure the relay's building blocks."
-    )
+    parser = StrictParser(prog="realtime-relay bench", description="Measure the relay's building blocks.")
     sub = parser.add_subparsers(dest="what", required=True)
     resample = sub.add_parser("resample", help="resampler cost, delay and quality per rate and setting")
     resample.add_argument("--frames", type=int, default=3000, help="frames timed per row (median reported)")

@@ -8,7 +8,6 @@ the relay's own forwarding time from its Prometheus histogram. Bounded in sessio
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -26,6 +25,7 @@ import numpy as np
 import websockets
 
 from relay.bench import machine_lines
+from relay.cli_args import StrictParser
 
 RATE = 48000
 FRAME = RATE // 50  # 20 ms
@@ -174,7 +174,7 @@ def run(sessions: int, seconds: float) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: ``bench relay [--sessions N] [--seconds S]``."""
-    parser = argparse.ArgumentParser(
+    parser = StrictParser(
         prog="realtime-relay bench relay", description="CPU per live voice session, on 127.0.0.1."
     )
     parser.add_argument("--sessions", type=int, default=50, help=f"concurrent sessions (1-{MAX_SESSIONS})")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import secrets
+import socket
 import sys
 from collections.abc import Coroutine, Generator, Sequence
 from types import FrameType
@@ -21,10 +22,13 @@ from starlette.routing import Route
 
 from relay.access import access_summary, startup_problem
 from relay.app import Runtime, create_app
+from relay.cli_args import StrictParser
 from relay.client_socket import RelayWebSocketProtocol
 from relay.config import SETTINGS, Config, ConfigError, load_config, with_changes
+from relay.listeners import Listener, ListenError, Sockets, bound_port
 from relay.logging import configure_logging
 from relay.metrics import RelayMetrics
+from relay.startup import config_fields, first_line
 
 _log = structlog.get_logger("relay")
 
@@ -32,6 +36,21 @@ NO_KEY_MESSAGE = (
     "OPENAI_API_KEY is not set. Set it to relay to OpenAI "
     "(OPENAI_API_KEY=sk-... realtime-relay), or run `realtime-relay --demo` to talk to the built-in simulated model."
 )
+
+
+SERVE_USAGE = "realtime-relay [serve] [--demo] [options]"
+
+
+def _env_only_settings() -> list[tuple[str, str]]:
+    """(environment variable, help) of every setting that has no flag: secrets, kept out of process lists."""
+    return [(s.env, s.help) for s in SETTINGS if s.secret]
+
+
+def _environment_epilog() -> str:
+    lines = ["settings read only from the environment (never from a flag, which `ps` would show):"]
+    lines += [f"  {env:<22}{text}" for env, text in _env_only_settings()]
+    lines.append("every serve option also has a RELAY_* environment variable, shown in brackets in its help.")
+    return "\n".join(lines)
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> None:
@@ -57,12 +76,23 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser; `serve` options are accepted with or without the word `serve`."""
-    parser = argparse.ArgumentParser(
+    parser = StrictParser(
         prog="realtime-relay",
         description="Relay browser and SDK clients to the OpenAI Realtime API; the API key stays on the server.",
+        epilog=_environment_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command")
-    _serve_parser(sub.add_parser("serve", help="run the relay (the default)"))
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    _serve_parser(
+        sub.add_parser(
+            "serve",
+            help="run the relay (the default: `realtime-relay --port 9000` means `realtime-relay serve --port 9000`)",
+            usage=SERVE_USAGE,
+            epilog=_environment_epilog(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            env_only={"--" + s.name.replace("_", "-"): s.env for s in SETTINGS if s.secret},
+        )
+    )
     fake = sub.add_parser("fake-upstream", help="serve the simulated Realtime model alone")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8765)
@@ -82,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--first-audio-delay", type=float, default=0.0, help="seconds before the first audio delta"
     )
     fake.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
-    bench = sub.add_parser("bench", help="run a benchmark and print its figures")
+    bench = sub.add_parser("bench", help="run a benchmark and print its figures (resample, relay)")
     bench.add_argument("what", choices=["resample", "relay"], help="what to measure")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -118,14 +148,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.openai_api_key and not config.demo:
         print(f"realtime-relay: {NO_KEY_MESSAGE}", file=sys.stderr)
         return 2
+    try:
+        sockets = _bind(config)
+    except ListenError as exc:
+        print(f"realtime-relay: {exc}", file=sys.stderr)
+        return 1
     configure_logging(
         config.log_format,
         config.log_level,
         secrets=(config.openai_api_key, config.cookie_secret, *config.access_tokens),
     )
     with contextlib.suppress(KeyboardInterrupt):
-        _run(serve(config))
+        _run(serve(config, sockets))
     return 0
+
+
+def _bind(config: Config) -> Sockets:
+    public = Listener(config.host, config.port, "--host (RELAY_HOST)", "--port (RELAY_PORT)").bind()
+    try:
+        metrics = Listener(
+            config.metrics_host,
+            config.metrics_port,
+            "--metrics-host (RELAY_METRICS_HOST)",
+            "--metrics-port (RELAY_METRICS_PORT)",
+        ).bind()
+    except ListenError:
+        public.close()
+        raise
+    return Sockets(public, metrics)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -159,11 +209,25 @@ def _run_fake_upstream(args: argparse.Namespace) -> int:
 
 
 class _CompanionServer(uvicorn.Server):
-    """A uvicorn server that leaves signals to the public server, which stops it after draining."""
+    """A uvicorn server that leaves signals to the public server, which stops it after draining.
+
+    It also leaves out uvicorn's "Started/Finished server process" lines: the public server already writes them for
+    this process, and a second pair reads like a second process.
+    """
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.config.loaded:
+            self.config.load()
+        self.lifespan = self.config.lifespan_class(self.config)
+        await self.startup(sockets=sockets)
+        if not self.should_exit:
+            await self.main_loop()
+        if self.started:
+            await self.shutdown(sockets=sockets)
 
 
 class _DrainingServer(uvicorn.Server):
@@ -195,8 +259,13 @@ class _DrainingServer(uvicorn.Server):
             server.should_exit = True
 
 
-async def serve(config: Config) -> None:
-    """Run the public listener and the metrics listener until a shutdown signal."""
+async def serve(config: Config, sockets: Sockets | None = None) -> None:
+    """Run the public listener and the metrics listener until a shutdown signal.
+
+    `sockets` are the listeners already bound by `main` (bound here when not given).
+    """
+    if sockets is None:
+        sockets = _bind(config)
     metrics = RelayMetrics(identity_label=config.metrics_identity_label)
     fake_server = None
     upstream_base, api_key = config.upstream_url, config.openai_api_key
@@ -208,11 +277,6 @@ async def serve(config: Config) -> None:
         fake_server = FakeRealtimeServer(FakeOptions(api_key=demo_key, pace_audio=True, record=False))
         await fake_server.start("127.0.0.1", 0)
         upstream_base, api_key = fake_server.url, demo_key
-        _log.warning(
-            "model_simulated",
-            detail="DEMO MODE: the relay talks to its built-in simulated model, "
-            "not to OpenAI. Set OPENAI_API_KEY and drop --demo to use the real API.",
-        )
     app = create_app(
         config, metrics=metrics, upstream_base=upstream_base, api_key=api_key, simulated=config.demo
     )
@@ -253,16 +317,21 @@ async def serve(config: Config) -> None:
         app.state.runtime,
         [metrics_server],
     )
-    _log.info("access_control", **access_summary(config))
+    access = access_summary(config)
     _log.info(
-        "relay_starting",
-        public=f"http://{config.host}:{config.port}",
-        metrics=f"http://{config.metrics_host}:{config.metrics_port}/metrics",
-        upstream="simulated" if config.demo else config.upstream_url,
-        config=repr(config),
+        "relay_listening",
+        **first_line(config, bound_port(sockets.public), bound_port(sockets.metrics), access),
     )
+    if config.demo:
+        _log.warning(
+            "model_simulated",
+            detail="DEMO MODE: the relay talks to its built-in simulated model, "
+            "not to OpenAI. Set OPENAI_API_KEY and drop --demo to use the real API.",
+        )
+    _log.info("access_control", **access)
+    _log.info("relay_config", **config_fields(config))
     try:
-        await asyncio.gather(public.serve(), metrics_server.serve())
+        await asyncio.gather(public.serve([sockets.public]), metrics_server.serve([sockets.metrics]))
     finally:
         if fake_server is not None:
             await fake_server.stop()

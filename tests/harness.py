@@ -33,6 +33,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15) -> int:
+    """SIGTERM (the relay drains on it), then SIGKILL if it is still there after `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+    return int(process.returncode)
+
+
 def env_name(key: str) -> str:
     """`access_tokens` → `RELAY_ACCESS_TOKENS`; names already in upper case are kept."""
     return key if key.isupper() else "RELAY_" + key.upper()
@@ -128,13 +140,7 @@ class RelayProcess(LoopbackUrls):
     def stop(self, timeout: float = 15) -> int:
         if not self.stopped:
             self.stopped = True
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            stop_process(self.process, timeout)
         return int(self.process.returncode)
 
 

@@ -12,7 +12,6 @@ import pty
 import re
 import secrets
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import structlog
 from relay.fake.server import FakeRealtimeServer
 from relay.logging import configure_logging, redact_query
 from tests.conftest import TEST_API_KEY, ProxiedRelay
-from tests.harness import REPO, free_port
+from tests.harness import REPO, free_port, stop_process
 from tests.test_metrics import RealtimeClient
 from tests.test_relay_sdk import voiced_turn
 
@@ -266,17 +265,13 @@ def test_console_lines_by_default_on_a_terminal(tmp_path: Any) -> None:
                 with contextlib.suppress(OSError):
                     output += os.read(primary, 65536)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, 10)
         os.close(primary)
     text = re.sub(r"\x1b\[[0-9;]*m", "", output.decode(errors="replace"))
-    starting = next(line for line in text.splitlines() if "relay_starting" in line)
+    starting = next(line for line in text.splitlines() if "relay_listening" in line)
     assert not starting.lstrip().startswith("{"), "a terminal gets console lines, not JSON"
-    assert "[info" in starting and "public=" in starting
+    # The page's URL leads the first line instead of ending a long alphabetically sorted one.
+    assert "[info" in starting and starting.index(f"open=http://127.0.0.1:{port}/") < starting.index("model=")
     request = next(line for line in text.splitlines() if "http_request" in line)
     assert "path='/healthz?token=<redacted>'" in request and "status=200" in request
     assert "never-logged" not in text

@@ -42,6 +42,7 @@ const storage = (() => {
 /** Diagnostics for tests and for anyone debugging audio in the console. */
 const debug = {
   state: "disconnected",
+  turn: "off", // off (not connected) | idle | hearing (speech_started) | thinking (turn ended, no reply audio yet)
   contextRate: null,
   inputRate: null,
   outputRate: null,
@@ -116,6 +117,7 @@ function renderStatus() {
   $("status-dot").dataset.state = state;
   $("status-text").textContent = app.t(`status.${state}`);
   document.body.dataset.state = state;
+  renderTurn();
   const busy = app.conn === "connecting" || app.conn === "connected";
   const connectBtn = $("connect-btn");
   connectBtn.textContent = app.t(busy ? "btn.disconnect" : "btn.connect");
@@ -124,6 +126,16 @@ function renderStatus() {
   const canSend = app.conn === "connected";
   $("compose-input").disabled = !canSend;
   $("compose-send").disabled = !canSend;
+}
+
+/** What the server makes of the user's speech: heard, the turn ended (thinking until the reply's first audio). */
+function renderTurn() {
+  const turn = app.conn === "connected" ? (app.voice?.turn ?? "idle") : "off";
+  debug.turn = turn;
+  const line = $("turn");
+  line.dataset.turn = turn;
+  const key = turn === "idle" && !app.engine?.micOn ? "turn.idleTyping" : `turn.${turn}`;
+  line.textContent = turn === "off" ? "" : app.t(key);
 }
 
 function renderMic() {

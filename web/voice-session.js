@@ -25,6 +25,8 @@ export class VoiceSession {
     this.cancelled = new Set(); // items cut off by barge-in or cancel: late deltas are dropped
     this.responseActive = false;
     this.userSpeaking = false;
+    // From the end of the user's turn until the reply's first audio (or its end, if it brings none).
+    this.awaitingReply = false;
     this.playerState = "idle";
     this.turnStartedAt = null;
     this.debug = debug;
@@ -52,6 +54,15 @@ export class VoiceSession {
     return this.unplayed.size > 0;
   }
 
+  /**
+   * Where the user's turn stands, as the server sees it: "hearing" between its speech_started and speech_stopped,
+   * "thinking" from the end of the turn until the reply's first audio, otherwise "idle".
+   */
+  get turn() {
+    if (this.userSpeaking) return "hearing";
+    return this.awaitingReply ? "thinking" : "idle";
+  }
+
   /** Handle one parsed server event. */
   handleServerEvent(event) {
     const type = event?.type;
@@ -66,11 +77,13 @@ export class VoiceSession {
         break;
       case "input_audio_buffer.speech_started":
         this.userSpeaking = true;
+        this.awaitingReply = false;
         if (this.assistantSpeaking) void this.bargeIn();
         this.onChange("user");
         break;
       case "input_audio_buffer.speech_stopped":
         this.userSpeaking = false;
+        this.awaitingReply = true;
         this.turnStartedAt = this.now();
         this.onChange("user");
         break;
@@ -87,6 +100,7 @@ export class VoiceSession {
         this.#responseDone(event.response);
         break;
       case "error":
+        this.#replyArrived();
         this.onError(event.error ?? {});
         break;
       default:
@@ -168,6 +182,8 @@ export class VoiceSession {
     });
     this.send({ type: "response.create" });
     this.turnStartedAt = this.now();
+    this.awaitingReply = true;
+    this.onChange("user");
   }
 
   #noteSession(session) {
@@ -206,12 +222,15 @@ export class VoiceSession {
     this.debug.receivedSamplesByItem[itemId] = (this.debug.receivedSamplesByItem[itemId] ?? 0) + pcm.length;
     this.unplayed.add(itemId);
     this.player.push(itemId, pcm);
+    this.#replyArrived();
     if (this.playerState === "idle") this.#setPlayerState("buffering");
   }
 
   #responseDone(response) {
     this.responseActive = false;
     const cancelled = response?.status === "cancelled";
+    // A cancelled response is the one the new turn replaced; the reply to that turn is still to come.
+    if (!cancelled) this.#replyArrived();
     for (const item of response?.output ?? []) {
       if (!item?.id) continue;
       this.assemblers.delete(item.id);
@@ -220,6 +239,12 @@ export class VoiceSession {
       this.player.end(item.id);
       if (cancelled) this.cancelled.add(item.id);
     }
+  }
+
+  #replyArrived() {
+    if (!this.awaitingReply) return;
+    this.awaitingReply = false;
+    this.onChange("user");
   }
 
   #noteProgress(msg) {

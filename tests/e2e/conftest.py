@@ -103,12 +103,13 @@ class WebPage:
             timeout=timeout_s * 1000,
         )
 
-    async def screenshot(self, name: str) -> Path:
-        """Save a full-page screenshot under test-artifacts/screenshots/."""
+    async def screenshot(self, name: str, *, full_page: bool = True) -> Path:
+        """Save a screenshot under test-artifacts/screenshots/: the full page, or only what the viewport shows
+        (which is where fixed and sticky parts really are once the page has scrolled)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         await self.page.mouse.move(0, 0)  # no hover colour on the last button clicked
-        await self.page.screenshot(path=str(path), full_page=True)
+        await self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
 

@@ -157,3 +157,37 @@ test("the fallback resampler is continuous across chunks and keeps the rate rati
   assert.deepEqual(parts, Array.from(whole));
   assert.ok(Math.abs(whole.length - 4800) <= 2);
 });
+
+test("turn: hearing from speech_started, thinking from speech_stopped until the reply's first audio", () => {
+  const { session } = setup();
+  assert.equal(session.turn, "idle");
+  session.handleServerEvent({ type: "input_audio_buffer.speech_started" });
+  assert.equal(session.turn, "hearing");
+  session.handleServerEvent({ type: "input_audio_buffer.speech_stopped" });
+  assert.equal(session.turn, "thinking");
+  session.handleServerEvent({ type: "response.created", response: { id: "r1" } });
+  session.handleServerEvent({ type: "response.output_audio_transcript.delta", item_id: "a1", delta: "Hi" });
+  assert.equal(session.turn, "thinking", "a transcript is not yet something heard");
+  session.handleServerEvent(delta("a1", 480));
+  assert.equal(session.turn, "idle");
+});
+
+test("turn: a typed message thinks until the reply; a cancelled older response does not end that", async () => {
+  const { session } = setup();
+  await session.sendText("Hello");
+  assert.equal(session.turn, "thinking");
+  session.handleServerEvent({ type: "response.done", response: { id: "r0", status: "cancelled", output: [] } });
+  assert.equal(session.turn, "thinking");
+  session.handleServerEvent({ type: "response.done", response: { id: "r1", status: "completed", output: [] } });
+  assert.equal(session.turn, "idle", "a reply without audio still ends the wait");
+});
+
+test("turn: speaking again while thinking is hearing; an error ends the wait", () => {
+  const { session } = setup();
+  session.handleServerEvent({ type: "input_audio_buffer.speech_stopped" });
+  session.handleServerEvent({ type: "input_audio_buffer.speech_started" });
+  assert.equal(session.turn, "hearing");
+  session.handleServerEvent({ type: "input_audio_buffer.speech_stopped" });
+  session.handleServerEvent({ type: "error", error: { code: "relay_upstream_unavailable" } });
+  assert.equal(session.turn, "idle");
+});
