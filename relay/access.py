@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet, client_key
+from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet, client_key, token_digest
 from relay.config import Config, ConfigError
 
 #: Where `PeerAddressMiddleware` keeps the socket peer's address, before any proxy header rewrites `client`.
@@ -54,6 +54,7 @@ DENIAL_REASONS = (
     "origin",
     "anonymous_refused",
     "tailscale_user",
+    "conflicting_credentials",
 )
 
 
@@ -250,7 +251,7 @@ def is_loopback_host(host_header: str | None) -> bool:
     return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
 
 
-def _clip(text: str, limit: int = 120) -> str:
+def clip(text: str, limit: int = 120) -> str:
     """Attacker-controlled text shown back in a message: printable and short."""
     printable = "".join(ch if ch.isprintable() else "?" for ch in text)
     return printable if len(printable) <= limit else printable[:limit] + "…"
@@ -326,7 +327,7 @@ class Door:
         origin = normalize_origin(origins[0]) if len(origins) == 1 else None
         if origin is not None and (origin == own or origin in self._allowed_origins):
             return None
-        shown = _clip(", ".join(origins))
+        shown = clip(", ".join(origins))
         return Denial(
             403,
             "origin_not_allowed",
@@ -376,9 +377,12 @@ class Door:
         subprotocol = "realtime" if "realtime" in request.subprotocols else None
         stale_cookie = False
         if self._tokens.configured:
-            presented = _presented_token(request)
-            if presented is not None:
-                return self._check_token(request, presented, subprotocol)
+            presented = _presented_tokens(request)
+            conflict = _conflict(presented)
+            if conflict is not None:
+                return conflict
+            if presented:
+                return self._check_token(request, presented[0][1], subprotocol)
             cookie = request.cookies.get(COOKIE_NAME)
             if cookie:
                 identity = self.cookies.verify(cookie)
@@ -482,7 +486,7 @@ class Door:
         elif not is_loopback(request.peer):
             came = "from another machine"
         else:
-            came = f"for the host name {_clip(request.header('host') or '(none)', 60)}"
+            came = f"for the host name {clip(request.header('host') or '(none)', 60)}"
         return Denial(
             403,
             "access_tokens_required",
@@ -493,16 +497,44 @@ class Door:
         )
 
 
-def _presented_token(request: DoorRequest) -> str | None:
-    authorization = request.header("authorization")
-    if authorization:
+def _presented_tokens(request: DoorRequest) -> list[tuple[str, str]]:
+    """Every access token the request carries, with where it came from (`Authorization` or `subprotocol`)."""
+    found: list[tuple[str, str]] = []
+    for authorization in request.header_all("authorization"):
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+            found.append(("Authorization", value.strip()))
     for offered in request.subprotocols:
         if offered.startswith(SUBPROTOCOL_KEY_PREFIX) and len(offered) > len(SUBPROTOCOL_KEY_PREFIX):
-            return offered[len(SUBPROTOCOL_KEY_PREFIX) :]
-    return None
+            found.append(("subprotocol", offered[len(SUBPROTOCOL_KEY_PREFIX) :]))
+    return found
+
+
+def _conflict(presented: list[tuple[str, str]]) -> Denial | None:
+    """A refusal when the request carries more than one different token.
+
+    Both are refused without looking either up: admitting on the good one would let a client (or a proxy that adds
+    a header) smuggle a second credential past whatever checks the other, and judging them would tell a guesser
+    which of the two was right.
+    """
+    if len({token_digest(token) for _, token in presented}) <= 1:
+        return None
+    places = sorted({where for where, _ in presented})
+    if places == ["Authorization", "subprotocol"]:
+        where = "the Authorization header and the openai-insecure-api-key subprotocol"
+    elif places == ["Authorization"]:
+        where = "more than one Authorization header"
+    else:
+        where = "more than one openai-insecure-api-key subprotocol"
+    return Denial(
+        401,
+        "conflicting_credentials",
+        f"The request carries different access tokens (in {where}), so the relay cannot tell which one to "
+        "use. Send one token, in one place: as `Authorization: Bearer <token>` or as the subprotocol "
+        "`openai-insecure-api-key.<token>`.",
+        "conflicting_credentials",
+        {"WWW-Authenticate": 'Bearer realm="realtime-relay", error="invalid_request"'},
+    )
 
 
 def refusal_page(denial: Denial) -> str:

@@ -40,7 +40,8 @@ from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
 from relay.session import RelaySession
-from relay.session_state import SessionState, check_rate
+from relay.session_query import parse_session_query
+from relay.session_state import SessionState
 from relay.upstream import upstream_url
 
 _log = structlog.get_logger("relay.app")
@@ -255,26 +256,6 @@ def create_app(
         refused(door_request, denial, "websocket")
         await websocket.send_denial_response(_denial_response(denial))
 
-    def request_denial(websocket: WebSocket) -> tuple[Denial | None, str, dict[str, int]]:
-        """Refusals that do not depend on who asks: the model and the declared rates."""
-        params = websocket.query_params
-        model = params.get("model") or config.model
-        if model not in config.models:
-            offered = ", ".join(config.models)
-            message = f"Model {model!r} is not offered by this relay; use one of: {offered}."
-            return Denial(403, protocol.POLICY_VIOLATION, message, "model"), model, {}
-        rates: dict[str, int] = {}
-        for name in ("input_rate", "output_rate"):
-            raw = params.get(name)
-            if raw is None:
-                continue
-            value: Any = int(raw) if raw.isdigit() else raw
-            problem = check_rate(value, name)
-            if problem is not None:
-                return Denial(400, protocol.BAD_AUDIO, problem, "bad_rate"), model, {}
-            rates[name] = value
-        return None, model, rates
-
     async def realtime(websocket: WebSocket) -> None:
         door_request = request_from_scope(websocket.scope)
         if runtime.draining:
@@ -287,16 +268,16 @@ def create_app(
             await refuse(websocket, door_request, admission)
             return
         identity = admission.identity
-        denial, model, rates = request_denial(websocket)
-        if denial is not None:
-            await refuse(websocket, door_request, denial)
+        query = parse_session_query(websocket.query_params.multi_items(), config)
+        if isinstance(query, Denial):
+            await refuse(websocket, door_request, query)
             return
         limited = budget.denial(identity) or slots.acquire(identity)
         if limited is not None:
             await refuse(websocket, door_request, limited)
             return
         try:
-            await run_session(websocket, identity, admission.subprotocol, model, rates)
+            await run_session(websocket, identity, admission.subprotocol, query.model, query.rates)
         finally:
             slots.release(identity)
 
