@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet, client_key, token_digest
 from relay.config import Config, ConfigError
+from relay.connection_guard import connection_problem, open_file_limit
 
 #: Where `PeerAddressMiddleware` keeps the socket peer's address, before any proxy header rewrites `client`.
 PEER_SCOPE_KEY = "relay.peer"
@@ -564,6 +565,9 @@ def startup_problem(config: Config) -> str | None:
             f"RELAY_COOKIE_SECRET is shorter than {_MIN_COOKIE_SECRET} characters; use a long random value, e.g. "
             'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
         )
+    problem = connection_problem(config, open_file_limit())
+    if problem is not None:
+        return problem
     open_to_network = not config.binds_only_loopback()
     gated = tokens.configured or config.trust_tailscale_identity
     if open_to_network and not gated and not (config.allow_anonymous or config.demo):

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -208,7 +208,10 @@ def create_app(
 
     async def login(request: Request) -> Response:
         door_request = request_from_scope(request.scope)
-        body = await _small_body(request, _LOGIN_BODY_LIMIT)
+        try:
+            body = await _small_body(request, _LOGIN_BODY_LIMIT)
+        except ClientDisconnect:  # gone before the body arrived (or cut off by the request deadline)
+            return Response(status_code=400)
         token = _login_token(body)
         if token is None:
             return JSONResponse(

@@ -10,13 +10,22 @@ import base64
 import contextlib
 import json
 import os
+import resource
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+import websockets
+
 from relay.fake.server import FakeRealtimeServer
-from tests.conftest import ProxiedRelay
+from tests.conftest import TEST_API_KEY, ProxiedRelay
+from tests.harness import REPO, RelayProcess, start_process
 
 TOKEN = "tok-" + "door0123456789abcdef"
 OTHER_TOKEN = "tok-" + "door-other-0123456789"
@@ -203,3 +212,267 @@ async def test_credentials_that_disagree_are_refused(
         )
         assert (await exchange(relay.port, same, 5)).status == 101
         no_traceback(relay)
+
+
+# -- slow and idle connections -------------------------------------------------------------------------------
+
+
+@dataclass
+class Held:
+    """How a connection that never finished its request ended: after how long, and what the relay sent."""
+
+    seconds: float
+    received: bytes
+
+    def response(self) -> RawResponse:
+        return parse_response(self.received, self.seconds)
+
+
+async def hold(
+    port: int, first: bytes, trickle: bytes = b"", interval: float = 0.3, limit: float = 30
+) -> Held:
+    """Send `first`, then `trickle` every `interval` seconds until the relay closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+
+    async def dribble() -> None:
+        with contextlib.suppress(OSError):
+            writer.write(first)
+            await writer.drain()
+            while trickle:
+                await asyncio.sleep(interval)
+                writer.write(trickle)
+                await writer.drain()
+
+    sender = asyncio.create_task(dribble())
+    try:
+        return await until_closed(reader, started, limit)
+    finally:
+        sender.cancel()
+        writer.close()
+
+
+async def until_closed(reader: asyncio.StreamReader, started: float, limit: float = 30) -> Held:
+    """Everything the relay sends until it closes the connection, and when that was."""
+    received = b""
+    async with asyncio.timeout(limit):
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65536):
+                received += chunk
+    return Held(time.monotonic() - started, received)
+
+
+async def keep_alive_then(port: int, then: bytes) -> Held:
+    """Complete one keep-alive request, then send `then` and stall; time from `then` until the relay closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = await read_response(reader, time.monotonic(), 5)
+        assert first.status == 200
+        writer.write(then)
+        return await until_closed(reader, time.monotonic())
+    finally:
+        writer.close()
+
+
+async def test_slow_and_idle_connections_are_closed(
+    start_relay: Any, fake_upstream: FakeRealtimeServer
+) -> None:
+    timeout = 2.0
+    async with relay_process(start_relay, fake_upstream, request_timeout_seconds=str(timeout)) as relay:
+        port = relay.port
+        attempts = {
+            "empty": hold(port, b""),
+            "half a request line": hold(port, b"GET /heal"),
+            "headers trickling": hold(
+                port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Slow: 1\r\n"
+            ),
+            "handshake trickling": hold(port, handshake("/v1/realtime")[:-4] + b"\r\n", b"X-Slow: 1\r\n"),
+            "body trickling": hold(
+                port,
+                b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 200\r\n\r\n{",
+                b" ",
+            ),
+            "keep-alive, then half a request": keep_alive_then(port, b"GET /hea"),
+        }
+        tasks = {name: asyncio.create_task(attempt) for name, attempt in attempts.items()}
+        # While they are held, a real request is answered at once.
+        await asyncio.sleep(0.5)
+        healthy = await exchange(port, get("/healthz"), 5)
+        assert healthy.status == 200 and healthy.seconds < 1.0, healthy
+        results = {name: await task for name, task in tasks.items()}
+        for name, held in results.items():
+            # Not before the deadline, and not much after it, even on a loaded machine.
+            assert timeout * 0.9 <= held.seconds <= timeout + 3, (name, held.seconds)
+            if name == "empty":
+                assert held.received == b"", name
+                continue
+            assert_openai_error(held.response(), 408, "request_timeout", "RELAY_REQUEST_TIMEOUT_SECONDS")
+        # A connection that went quiet after its response is closed by uvicorn's keep-alive timer, not held.
+        idle = await keep_alive_then(port, b"")
+        assert idle.received == b"" and idle.seconds <= 5 + 3
+        no_traceback(relay)
+
+
+async def test_oversized_request_heads_are_answered(
+    start_relay: Any, fake_upstream: FakeRealtimeServer
+) -> None:
+    async with relay_process(start_relay, fake_upstream) as relay:
+        port = relay.port
+        big_cookie = "Cookie: c=" + "x" * 9000
+        cases = {
+            "one 9 KB header on a GET": get("/healthz", big_cookie),
+            "one 9 KB header on a handshake": handshake("/v1/realtime", big_cookie),
+            "129 header fields on a handshake": handshake(
+                "/v1/realtime", *[f"X-F{i}: v" for i in range(129)]
+            ),
+            "72 KB of headers in 4 KB lines": get("/healthz", *[f"X-L{i}: {'y' * 4000}" for i in range(18)]),
+        }
+        for name, request in cases.items():
+            response = await exchange(port, request, 5)
+            assert response.seconds < 2, name
+            assert_openai_error(response, 431, "request_header_fields_too_large", "8192", "cookies")
+        too_long = await exchange(port, handshake("/v1/realtime?model=" + "m" * 9000), 5)
+        assert_openai_error(too_long, 414, "uri_too_long", "Shorten the URL")
+        # Just under the limits, a request is served as before.
+        near = await exchange(port, get("/healthz", "Cookie: c=" + "x" * 8000), 5)
+        assert near.status == 200
+        many = await exchange(port, handshake("/v1/realtime", *[f"X-F{i}: v" for i in range(100)]), 5)
+        assert many.status == 101
+        no_traceback(relay)
+
+
+# -- the connection cap --------------------------------------------------------------------------------------
+
+
+def open_files_at_most(count: int) -> Callable[[], None]:
+    """A `preexec_fn` that lowers the child's RLIMIT_NOFILE (soft and hard) to `count`."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+    return apply
+
+
+def logged(relay: RelayProcess, event: str) -> dict[str, Any]:
+    lines = [line for line in relay.log_lines() if line.get("event") == event]
+    assert lines, f"no {event} line in the log"
+    return lines[0]
+
+
+async def still_open(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> int:
+    """How many of `connections` the relay has not closed (a closed one reads EOF at once)."""
+    await asyncio.sleep(0.5)
+    alive = 0
+    for reader, _ in connections:
+        if not reader.at_eof() and not reader.exception():
+            try:
+                await asyncio.wait_for(reader.read(1), 0.001)
+            except TimeoutError:
+                alive += 1
+            except OSError:
+                pass
+    return alive
+
+
+async def test_idle_connections_cannot_exhaust_the_file_limit(
+    tmp_path: Path, fake_upstream: FakeRealtimeServer
+) -> None:
+    file_limit, max_sessions = 256, 4
+    env = {
+        "RELAY_UPSTREAM_URL": fake_upstream.url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+        "RELAY_MAX_SESSIONS": str(max_sessions),
+        # Long enough that the cap, not the request deadline, is what frees the connections here.
+        "RELAY_REQUEST_TIMEOUT_SECONDS": "60",
+    }
+    relay = await start_process(tmp_path, env=env, preexec_fn=open_files_at_most(file_limit))
+    attackers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        # More idle connections than the whole file limit, held open; half of them have sent part of a request.
+        for i in range(file_limit + 50):
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            if i % 2:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            attackers.append((reader, writer))
+        # While the attacker holds them: health, metrics and a new session all work, promptly.
+        started = time.monotonic()
+        healthz = await exchange(relay.port, get("/healthz"), 5)
+        assert healthz.status == 200 and healthz.seconds < 2, healthz
+        async with httpx.AsyncClient() as client:
+            metrics = await client.get(relay.metrics_url, timeout=5)
+        assert metrics.status_code == 200 and "relay_" in metrics.text
+        async with websockets.connect(relay.ws_url, open_timeout=5) as ws:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert event["type"] == "session.created"
+        assert time.monotonic() - started < 6
+        # The relay closed what it had to, keeping at most its cap, which leaves room under the file limit for
+        # every session's upstream socket and for /metrics.
+        limits = logged(relay, "connection_limits")
+        cap = limits["max_connections"]
+        assert limits["open_file_limit"] == file_limit
+        assert max_sessions < cap < file_limit - max_sessions, limits
+        held = await still_open(attackers)
+        assert held <= cap, (held, cap)
+        log = relay.log_text()
+        assert "Too many open files" not in log and "EMFILE" not in log and "Traceback" not in log, log[
+            -2000:
+        ]
+    finally:
+        for _, writer in attackers:
+            writer.close()
+        assert relay.stop() == 0
+
+
+async def test_a_relay_full_of_requests_in_progress_answers_503(
+    start_relay: Any, fake_upstream: FakeRealtimeServer
+) -> None:
+    cap = 20
+    async with relay_process(
+        start_relay, fake_upstream, max_sessions="4", max_connections=str(cap), request_timeout_seconds="30"
+    ) as relay:
+        # Requests whose body is still arriving are in progress: they are never evicted for a newcomer.
+        busy = []
+        for _ in range(cap):
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+            busy.append((reader, writer))
+        await asyncio.sleep(0.5)
+        try:
+            full = await exchange(relay.port, get("/healthz"), 5)
+            assert_openai_error(full, 503, "relay_limit_exceeded", "RELAY_MAX_CONNECTIONS")
+            assert full.headers["retry-after"].isdigit()
+            assert await still_open(busy) == cap
+        finally:
+            for _, writer in busy:
+                writer.close()
+        await asyncio.sleep(0.5)
+        assert (await exchange(relay.port, get("/healthz"), 5)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"RELAY_MAX_SESSIONS": "200"}, "RELAY_MAX_SESSIONS=200"),
+        ({"RELAY_MAX_CONNECTIONS": "5000"}, "RELAY_MAX_CONNECTIONS=5000"),
+        ({"RELAY_MAX_CONNECTIONS": "10"}, "at least"),
+    ],
+)
+def test_connection_settings_are_checked_against_the_file_limit(settings: dict[str, str], says: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update({"OPENAI_API_KEY": TEST_API_KEY, "RELAY_PORT": "0", **settings})
+    result = subprocess.run(
+        [sys.executable, "-m", "relay"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=open_files_at_most(256),
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
+    assert "ulimit -n" in lines[0] or "at least" in lines[0]
