@@ -365,6 +365,16 @@ class Door:
             auth["message"] = verdict.message
         return auth
 
+    def is_local(self, request: DoorRequest) -> bool:
+        """True when the client itself is on this machine: a direct loopback connection without proxy headers, or
+        one that a trusted proxy forwarded for a loopback client (X-Forwarded-For). A request the local proxy
+        forwards for someone else arrives from loopback too; its client address is theirs."""
+        if not is_loopback(request.client) or request.funnel:
+            return False
+        if not request.proxied:
+            return True
+        return request.peer in self._trusted and request.header("x-forwarded-for") is not None
+
     def page_refusal(self, request: DoorRequest) -> Denial | None:
         """A refusal to show instead of the web page: only when no sign-in could ever help this client."""
         verdict = self.identify(request)
@@ -538,11 +548,15 @@ def _conflict(presented: list[tuple[str, str]]) -> Denial | None:
     )
 
 
+#: The refusal page's only styling, in one `<style>` element, so that its policy can allow exactly this text.
+REFUSAL_STYLE = "body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}"
+
+
 def refusal_page(denial: Denial) -> str:
     """A small HTML page that explains a refusal to a person who opened the relay in a browser."""
     return (
         "<!doctype html><html lang=en><meta charset=utf-8><title>realtime-relay: access refused</title>"
-        "<body style='font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em'>"
+        f"<style>{REFUSAL_STYLE}</style><body>"
         f"<h1>Access refused</h1><p>{html.escape(denial.message)}</p>"
         '<p>Operator: generate a token with <code>python3 -c "import secrets; print(secrets.token_urlsafe(32))'
         '"</code>, set it in <code>RELAY_ACCESS_TOKENS</code>, restart the relay, and sign in here with it.</p>'

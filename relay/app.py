@@ -24,6 +24,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from relay import protocol
 from relay.access import (
     DENIAL_LOG_FILTER,
+    REFUSAL_STYLE,
     Denial,
     Door,
     DoorRequest,
@@ -39,6 +40,7 @@ from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
+from relay.security_headers import SecurityHeadersMiddleware, inline_style_policy
 from relay.session import RelaySession
 from relay.session_query import parse_session_query
 from relay.session_state import SessionState
@@ -175,21 +177,27 @@ def create_app(
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        body = {
+        body: dict[str, Any] = {
             "status": "draining" if runtime.draining else "ready",
             "simulated": runtime.simulated,
-            "sessions": len(runtime.sessions),
         }
+        # How busy the relay is tells a stranger when to strike; only this machine's own checks see counts.
+        if door.is_local(request_from_scope(request.scope)):
+            body["sessions"] = len(runtime.sessions)
         if runtime.simulated:
             body["note"] = "The model is SIMULATED (demo mode): no OpenAI API is used."
         return JSONResponse(body, status_code=503 if runtime.draining else 200)
 
     async def client_config(request: Request) -> Response:
+        auth = door.describe(request_from_scope(request.scope))
+        if not auth["authenticated"]:
+            # The sign-in page needs no more; instructions, locks and models are the operator's business.
+            return JSONResponse({"simulated": runtime.simulated, "auth": auth})
         return JSONResponse(
             {
                 "simulated": runtime.simulated,
                 "model": config.model,
-                "auth": door.describe(request_from_scope(request.scope)),
+                "auth": auth,
                 "session": {
                     "voice": config.voice,
                     "instructions": config.instructions,
@@ -203,7 +211,8 @@ def create_app(
         # A relay that could never serve this client says why, instead of showing a page that cannot work.
         denial = door.page_refusal(request_from_scope(request.scope))
         if denial is not None:
-            return HTMLResponse(refusal_page(denial), status_code=denial.status)
+            policy = {"content-security-policy": inline_style_policy(REFUSAL_STYLE)}
+            return HTMLResponse(refusal_page(denial), status_code=denial.status, headers=policy)
         return FileResponse(web_root() / "index.html")
 
     async def login(request: Request) -> Response:
@@ -348,6 +357,10 @@ def create_app(
             # server itself must run without proxy headers (see relay.cli), or the peer would already be gone.
             Middleware(PeerAddressMiddleware),
             Middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.forwarded_allow_ips)),
+            # Inside the proxy-headers middleware, so that the policy names the origin the client sees.
+            Middleware(
+                SecurityHeadersMiddleware, own_origin=lambda scope: door.own_origin(request_from_scope(scope))
+            ),
         ],
         lifespan=lifespan,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -476,3 +477,136 @@ def test_connection_settings_are_checked_against_the_file_limit(settings: dict[s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], result.stderr
     assert "ulimit -n" in lines[0] or "at least" in lines[0]
+
+
+# -- nothing for strangers -----------------------------------------------------------------------------------
+
+INSTRUCTIONS = "Speak only about the weather in Lisbon; internal note 7f3a"
+
+
+async def test_strangers_learn_only_what_the_sign_in_page_needs(
+    start_relay: Any, fake_upstream: FakeRealtimeServer
+) -> None:
+    relay: ProxiedRelay[Any] = await start_relay(
+        upstream_url=fake_upstream.url,
+        access_tokens=TOKEN,
+        instructions=INSTRUCTIONS,
+        locked_fields="instructions",
+        allowed_models="gpt-realtime,gpt-realtime-mini",
+    )
+    async with httpx.AsyncClient(base_url=relay.base_url) as client:
+        stranger = await client.get("/api/config")
+        assert stranger.status_code == 200
+        body = stranger.json()
+        assert set(body) == {"simulated", "auth"}, body
+        assert body["auth"]["required"] is True and body["auth"]["authenticated"] is False
+        assert body["auth"]["methods"] == ["token"]
+        for secret in ("Lisbon", "instructions", "gpt-realtime-mini", "locked"):
+            assert secret not in stranger.text, secret
+        signed_in = await client.get("/api/config", headers={"Authorization": f"Bearer {TOKEN}"})
+        full = signed_in.json()
+        assert full["auth"]["authenticated"] is True
+        assert full["session"]["instructions"] == INSTRUCTIONS
+        assert full["session"]["locked_fields"] == ["instructions"]
+        assert (await client.post("/auth/login", json={"token": TOKEN})).status_code == 204
+        assert (await client.get("/api/config")).json()["session"]["instructions"] == INSTRUCTIONS
+
+
+async def test_readiness_counts_only_for_this_machine(
+    start_relay: Any, fake_upstream: FakeRealtimeServer
+) -> None:
+    relay: ProxiedRelay[Any] = await start_relay(upstream_url=fake_upstream.url, access_tokens=TOKEN)
+    async with httpx.AsyncClient(base_url=relay.base_url) as client:
+        local = (await client.get("/readyz")).json()
+        assert local["status"] == "ready" and local["sessions"] == 0, local
+        # Forwarded by the local proxy (a loopback peer) for someone else: status only.
+        for headers in (
+            {"X-Forwarded-For": "203.0.113.9"},
+            {"X-Forwarded-For": "203.0.113.9", "Tailscale-Funnel-Request": "?1"},
+            {"Tailscale-Funnel-Request": "?1"},
+            {"Via": "1.1 some-proxy"},
+        ):
+            answer = await client.get("/readyz", headers=headers)
+            assert answer.status_code == 200
+            assert answer.json() == {"status": "ready", "simulated": False}, (headers, answer.text)
+
+
+CSP_DIRECTIVES = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "frame-ancestors": "'none'",
+}
+
+
+def assert_security_headers(response: httpx.Response, what: str) -> dict[str, str]:
+    headers = response.headers
+    assert headers.get("x-content-type-options") == "nosniff", what
+    assert headers.get("referrer-policy") == "no-referrer", what
+    assert headers.get("x-frame-options") == "DENY", what
+    assert headers.get("cross-origin-opener-policy") == "same-origin", what
+    policy = headers.get("content-security-policy", "")
+    directives = dict([*part.strip().split(" ", 1), ""][:2] for part in policy.split(";") if part.strip())
+    return directives
+
+
+async def test_security_headers_on_every_response(
+    start_relay: Any, fake_upstream: FakeRealtimeServer
+) -> None:
+    relay: ProxiedRelay[Any] = await start_relay(upstream_url=fake_upstream.url, access_tokens=TOKEN)
+    host = f"127.0.0.1:{relay.port}"
+    paths = [
+        "/",
+        "/index.html",
+        "/app.js",
+        "/styles.css",
+        "/worklets/capture.js",
+        "/api/config",
+        "/healthz",
+        "/readyz",
+        "/no-such-file.js",
+    ]
+    async with httpx.AsyncClient(base_url=relay.base_url) as client:
+        for path in paths:
+            response = await client.get(path)
+            directives = assert_security_headers(response, path)
+            for name, value in CSP_DIRECTIVES.items():
+                assert directives.get(name) == value, (path, name, directives)
+            connect = directives["connect-src"].split()
+            assert connect[0] == "'self'" and f"ws://{host}" in connect, (path, connect)
+            assert "wss:" not in connect and "*" not in directives["connect-src"], connect
+            assert "unsafe-inline" not in directives.get("script-src", ""), path
+        # Through a trusted proxy that says https, the WebSocket the page opens is wss:// on the public name.
+        proxied = await client.get(
+            "/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "relay.example.ts.net"}
+        )
+        assert "wss://relay.example.ts.net" in assert_security_headers(proxied, "proxied")["connect-src"]
+        # A Host header cannot write its own policy.
+        sneaky = await client.get("/", headers={"Host": "evil.example; script-src *"})
+        policy = sneaky.headers["content-security-policy"]
+        assert "evil" not in policy and "script-src 'self'" in policy
+        refused_login = await client.post("/auth/login", json={"token": "wrong"})
+        assert refused_login.status_code == 401
+        assert_security_headers(refused_login, "/auth/login")
+    # The handshake's own refusals carry them too.
+    refused = await exchange(relay.inner.port, handshake("/v1/realtime"))
+    assert refused.status == 401
+    assert refused.headers.get("x-content-type-options") == "nosniff"
+    assert "frame-ancestors 'none'" in refused.headers.get("content-security-policy", "")
+
+
+async def test_refusal_page_is_styled_under_its_own_policy(
+    start_relay: Any, fake_upstream: FakeRealtimeServer
+) -> None:
+    relay: ProxiedRelay[Any] = await start_relay(upstream_url=fake_upstream.url)
+    async with httpx.AsyncClient(base_url=relay.base_url) as client:
+        page = await client.get("/", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert page.status_code == 403 and "Access refused" in page.text
+    directives = assert_security_headers(page, "refusal page")
+    assert directives["default-src"] == "'none'"
+    digest = directives["style-src"].strip("'").removeprefix("sha256-")
+    style = page.text.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert base64.b64encode(hashlib.sha256(style.encode()).digest()).decode() == digest
+    assert "style=" not in page.text
