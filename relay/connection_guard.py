@@ -110,6 +110,13 @@ URI_TOO_LONG = Refusal(
     "?input_rate= and ?output_rate=.",
 )
 
+MALFORMED_REQUEST = Refusal(
+    400,
+    "invalid_http_request",
+    "The request is not valid HTTP/1.1: its request line or a header has a character or form HTTP does not allow. "
+    "Send a well-formed request (text outside ASCII in a URL must be percent-encoded).",
+)
+
 
 def request_timeout_refusal(seconds: float) -> Refusal:
     """The answer to a request that did not arrive in time."""
@@ -385,6 +392,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # uvicorn's keep-alive timer governs the wait for the next request; its first byte arms the deadline.
             self._enter(Phase.WAITING)
             self._meter = HeadMeter()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers a request the parser rejects in text/plain; this relay's clients read JSON errors.
+        self._answer(MALFORMED_REQUEST)
 
     # -- helpers --------------------------------------------------------------------------------------------
 

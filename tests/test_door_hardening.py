@@ -24,7 +24,23 @@ import httpx
 import pytest
 import websockets
 
+from relay.access import Denial, Door, DoorRequest
+from relay.auth import AttemptLimiter, LoginCookies, TokenSet
+from relay.config import Config
+from relay.connection_guard import (
+    HEADERS_TOO_LARGE,
+    MAX_HEAD_BYTES,
+    MAX_HEADER_FIELDS,
+    MAX_LINE_BYTES,
+    URI_TOO_LONG,
+    HeadMeter,
+    connection_limit,
+    connection_problem,
+    file_budget,
+)
 from relay.fake.server import FakeRealtimeServer
+from relay.security_headers import page_policy
+from relay.session_query import SessionQuery, parse_session_query
 from tests.conftest import TEST_API_KEY, ProxiedRelay
 from tests.harness import REPO, RelayProcess, start_process
 
@@ -134,6 +150,79 @@ async def relay_process(start_relay: Any, fake: FakeRealtimeServer, **settings: 
 def no_traceback(relay: Any) -> None:
     text = relay.log_text()
     assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-3000:]
+
+
+# -- the deciding parts, without sockets -------------------------------------------------------------------
+
+
+def test_query_is_judged_as_text() -> None:
+    config = Config(allowed_models=("gpt-realtime", "gpt-realtime-mini"))
+    ok = parse_session_query([("model", "gpt-realtime-mini"), ("input_rate", "16000"), ("x", "1")], config)
+    assert ok == SessionQuery("gpt-realtime-mini", {"input_rate": 16000})
+    assert parse_session_query([("model", "")], config) == SessionQuery("gpt-realtime", {})
+    for raw in ("²", "１６０００", "٨٠٠٠", "0016000", "16000 ", "+16000", "1e4", "9" * 5000):
+        verdict = parse_session_query([("output_rate", raw)], config)
+        assert isinstance(verdict, Denial) and verdict.status == 400 and verdict.code == "relay_bad_audio", (
+            raw
+        )
+        assert len(verdict.message) < 300, raw
+    repeated = parse_session_query([("model", "gpt-realtime"), ("model", "gpt-realtime")], config)
+    assert isinstance(repeated, Denial) and (repeated.status, repeated.code) == (400, "invalid_request")
+
+
+def test_head_meter_limits_are_exact() -> None:
+    meter = HeadMeter()
+    name = b"x-f"
+    at_limit = b"v" * (MAX_LINE_BYTES - len(name) - 4)
+    assert meter.field(name, at_limit) is None
+    assert HeadMeter().field(name, at_limit + b"v") is HEADERS_TOO_LARGE
+    fields = HeadMeter()
+    assert all(fields.field(b"a", b"b") is None for _ in range(MAX_HEADER_FIELDS))
+    assert fields.field(b"a", b"b") is HEADERS_TOO_LARGE
+    url = HeadMeter()
+    assert url.url(MAX_LINE_BYTES - len("GET  HTTP/1.1\r\n")) is None
+    assert url.url(1) is URI_TOO_LONG
+    data = HeadMeter()
+    assert data.data(MAX_HEAD_BYTES) is None
+    assert data.data(1) is HEADERS_TOO_LARGE
+
+
+def test_connection_cap_follows_the_file_limit() -> None:
+    config = Config(max_sessions=50)
+    assert connection_limit(config, 1024) == file_budget(config, 1024)
+    # Each session's upstream socket is set aside, twice in demo mode (the simulated model's end is ours too).
+    assert file_budget(config, 1024) - file_budget(Config(max_sessions=51), 1024) == 1
+    assert file_budget(config, 1024) - file_budget(Config(max_sessions=50, demo=True), 1024) == 50
+    assert connection_limit(Config(max_connections=300), 1024) == 300
+    assert connection_problem(config, 1024) is None
+    assert connection_problem(config, None) is None
+    too_low = connection_problem(config, 128) or ""
+    assert "ulimit -n" in too_low and "128" in too_low and "RELAY_MAX_SESSIONS=50" in too_low
+    over = connection_problem(Config(max_connections=2000), 1024) or ""
+    assert "RELAY_MAX_CONNECTIONS=2000" in over
+    assert "at least" in (connection_problem(Config(max_connections=20), None) or "")
+
+
+def test_page_policy_names_only_a_well_formed_origin() -> None:
+    assert "connect-src 'self' wss://relay.example.ts.net" in page_policy("https://relay.example.ts.net")
+    assert "connect-src 'self' ws://127.0.0.1:8080" in page_policy("http://127.0.0.1:8080")
+    assert "connect-src 'self' ws://[::1]:8080" in page_policy("http://[::1]:8080")
+    for hostile in ("http://a; script-src *", "http://a b", "http://a\r\nx: y", None):
+        assert page_policy(hostile).endswith("connect-src 'self'"), hostile
+
+
+def test_only_this_machine_is_local() -> None:
+    door = Door(Config(), TokenSet([]), LoginCookies("s" * 32, 60), AttemptLimiter())
+
+    def request(*headers: tuple[str, str], peer: str = "127.0.0.1", client: str | None = None) -> DoorRequest:
+        return DoorRequest(peer=peer, client=client or peer, scheme="http", headers=headers)
+
+    assert door.is_local(request())
+    assert door.is_local(request(("x-forwarded-for", "127.0.0.1"), client="127.0.0.1"))
+    assert not door.is_local(request(("x-forwarded-for", "203.0.113.9"), client="203.0.113.9"))
+    assert not door.is_local(request(("tailscale-funnel-request", "?1")))
+    assert not door.is_local(request(("via", "1.1 proxy")))  # forwarded, for a client it does not name
+    assert not door.is_local(request(peer="192.0.2.7"))
 
 
 # -- bad query values ----------------------------------------------------------------------------------------
@@ -334,6 +423,8 @@ async def test_oversized_request_heads_are_answered(
             response = await exchange(port, request, 5)
             assert response.seconds < 2, name
             assert_openai_error(response, 431, "request_header_fields_too_large", "8192", "cookies")
+        raw_utf8 = get("/v1/realtime?model=PLACE").replace(b"PLACE", "é".encode())
+        assert_openai_error(await exchange(port, raw_utf8, 5), 400, "invalid_http_request", "percent-encoded")
         too_long = await exchange(port, handshake("/v1/realtime?model=" + "m" * 9000), 5)
         assert_openai_error(too_long, 414, "uri_too_long", "Shorten the URL")
         # Just under the limits, a request is served as before.
