@@ -335,7 +335,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._enter(Phase.HEAD)
             if self._deadline is None:  # a keep-alive connection starts its next request
                 self._arm()
-        refusal = self._meter.data(len(data)) if self.phase is Phase.HEAD else None
+        # Bytes that arrive while a response is underway are a pipelined next request: they count as head too.
+        refusal = self._meter.data(len(data)) if self.phase is not Phase.BODY else None
         if refusal is None:
             refusal = self._feed(data)
         if refusal is not None:
@@ -436,7 +437,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._answered = True
         self._disarm()
         if not self.transport.is_closing():
-            self.transport.write(refusal.to_bytes())
+            # While the app is answering an earlier request, another answer would corrupt its response.
+            if self.phase is not Phase.BUSY:
+                self.transport.write(refusal.to_bytes())
             self.transport.close()
 
     def _client(self) -> str | None:
