@@ -507,6 +507,14 @@ async def test_idle_connections_cannot_exhaust_the_file_limit(
         assert max_sessions < cap < file_limit - max_sessions, limits
         held = await still_open(attackers)
         assert held <= cap, (held, cap)
+        print(
+            f"file limit {file_limit}, cap {cap}: opened {len(attackers)} idle connections, {held} still held"
+        )
+        # And once the attacker leaves, everything is as before.
+        for _, writer in attackers:
+            writer.close()
+        await asyncio.sleep(0.5)
+        assert (await exchange(relay.port, get("/healthz"), 5)).status == 200
         log = relay.log_text()
         assert "Too many open files" not in log and "EMFILE" not in log and "Traceback" not in log, log[
             -2000:
