@@ -33,8 +33,9 @@ from urllib.parse import urlsplit
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet, client_key
+from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet, client_key, token_digest
 from relay.config import Config, ConfigError
+from relay.connection_guard import connection_problem, open_file_limit
 
 #: Where `PeerAddressMiddleware` keeps the socket peer's address, before any proxy header rewrites `client`.
 PEER_SCOPE_KEY = "relay.peer"
@@ -54,6 +55,7 @@ DENIAL_REASONS = (
     "origin",
     "anonymous_refused",
     "tailscale_user",
+    "conflicting_credentials",
 )
 
 
@@ -250,7 +252,7 @@ def is_loopback_host(host_header: str | None) -> bool:
     return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
 
 
-def _clip(text: str, limit: int = 120) -> str:
+def clip(text: str, limit: int = 120) -> str:
     """Attacker-controlled text shown back in a message: printable and short."""
     printable = "".join(ch if ch.isprintable() else "?" for ch in text)
     return printable if len(printable) <= limit else printable[:limit] + "…"
@@ -326,7 +328,7 @@ class Door:
         origin = normalize_origin(origins[0]) if len(origins) == 1 else None
         if origin is not None and (origin == own or origin in self._allowed_origins):
             return None
-        shown = _clip(", ".join(origins))
+        shown = clip(", ".join(origins))
         return Denial(
             403,
             "origin_not_allowed",
@@ -363,6 +365,16 @@ class Door:
             auth["message"] = verdict.message
         return auth
 
+    def is_local(self, request: DoorRequest) -> bool:
+        """True when the client itself is on this machine: a direct loopback connection without proxy headers, or
+        one that a trusted proxy forwarded for a loopback client (X-Forwarded-For). A request the local proxy
+        forwards for someone else arrives from loopback too; its client address is theirs."""
+        if not is_loopback(request.client) or request.funnel:
+            return False
+        if not request.proxied:
+            return True
+        return request.peer in self._trusted and request.header("x-forwarded-for") is not None
+
     def page_refusal(self, request: DoorRequest) -> Denial | None:
         """A refusal to show instead of the web page: only when no sign-in could ever help this client."""
         verdict = self.identify(request)
@@ -376,9 +388,12 @@ class Door:
         subprotocol = "realtime" if "realtime" in request.subprotocols else None
         stale_cookie = False
         if self._tokens.configured:
-            presented = _presented_token(request)
-            if presented is not None:
-                return self._check_token(request, presented, subprotocol)
+            presented = _presented_tokens(request)
+            conflict = _conflict(presented)
+            if conflict is not None:
+                return conflict
+            if presented:
+                return self._check_token(request, presented[0][1], subprotocol)
             cookie = request.cookies.get(COOKIE_NAME)
             if cookie:
                 identity = self.cookies.verify(cookie)
@@ -482,7 +497,7 @@ class Door:
         elif not is_loopback(request.peer):
             came = "from another machine"
         else:
-            came = f"for the host name {_clip(request.header('host') or '(none)', 60)}"
+            came = f"for the host name {clip(request.header('host') or '(none)', 60)}"
         return Denial(
             403,
             "access_tokens_required",
@@ -493,23 +508,55 @@ class Door:
         )
 
 
-def _presented_token(request: DoorRequest) -> str | None:
-    authorization = request.header("authorization")
-    if authorization:
+def _presented_tokens(request: DoorRequest) -> list[tuple[str, str]]:
+    """Every access token the request carries, with where it came from (`Authorization` or `subprotocol`)."""
+    found: list[tuple[str, str]] = []
+    for authorization in request.header_all("authorization"):
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+            found.append(("Authorization", value.strip()))
     for offered in request.subprotocols:
         if offered.startswith(SUBPROTOCOL_KEY_PREFIX) and len(offered) > len(SUBPROTOCOL_KEY_PREFIX):
-            return offered[len(SUBPROTOCOL_KEY_PREFIX) :]
-    return None
+            found.append(("subprotocol", offered[len(SUBPROTOCOL_KEY_PREFIX) :]))
+    return found
+
+
+def _conflict(presented: list[tuple[str, str]]) -> Denial | None:
+    """A refusal when the request carries more than one different token.
+
+    Both are refused without looking either up: admitting on the good one would let a client (or a proxy that adds
+    a header) smuggle a second credential past whatever checks the other, and judging them would tell a guesser
+    which of the two was right.
+    """
+    if len({token_digest(token) for _, token in presented}) <= 1:
+        return None
+    places = sorted({where for where, _ in presented})
+    if places == ["Authorization", "subprotocol"]:
+        where = "the Authorization header and the openai-insecure-api-key subprotocol"
+    elif places == ["Authorization"]:
+        where = "more than one Authorization header"
+    else:
+        where = "more than one openai-insecure-api-key subprotocol"
+    return Denial(
+        401,
+        "conflicting_credentials",
+        f"The request carries different access tokens (in {where}), so the relay cannot tell which one to "
+        "use. Send one token, in one place: as `Authorization: Bearer <token>` or as the subprotocol "
+        "`openai-insecure-api-key.<token>`.",
+        "conflicting_credentials",
+        {"WWW-Authenticate": 'Bearer realm="realtime-relay", error="invalid_request"'},
+    )
+
+
+#: The refusal page's only styling, in one `<style>` element, so that its policy can allow exactly this text.
+REFUSAL_STYLE = "body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}"
 
 
 def refusal_page(denial: Denial) -> str:
     """A small HTML page that explains a refusal to a person who opened the relay in a browser."""
     return (
         "<!doctype html><html lang=en><meta charset=utf-8><title>realtime-relay: access refused</title>"
-        "<body style='font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em'>"
+        f"<style>{REFUSAL_STYLE}</style><body>"
         f"<h1>Access refused</h1><p>{html.escape(denial.message)}</p>"
         '<p>Operator: generate a token with <code>python3 -c "import secrets; print(secrets.token_urlsafe(32))'
         '"</code>, set it in <code>RELAY_ACCESS_TOKENS</code>, restart the relay, and sign in here with it.</p>'
@@ -532,6 +579,9 @@ def startup_problem(config: Config) -> str | None:
             f"RELAY_COOKIE_SECRET is shorter than {_MIN_COOKIE_SECRET} characters; use a long random value, e.g. "
             'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
         )
+    problem = connection_problem(config, open_file_limit())
+    if problem is not None:
+        return problem
     open_to_network = not config.binds_only_loopback()
     gated = tokens.configured or config.trust_tailscale_identity
     if open_to_network and not gated and not (config.allow_anonymous or config.demo):

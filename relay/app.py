@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -24,6 +24,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from relay import protocol
 from relay.access import (
     DENIAL_LOG_FILTER,
+    REFUSAL_STYLE,
     Denial,
     Door,
     DoorRequest,
@@ -39,8 +40,10 @@ from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
+from relay.security_headers import SecurityHeadersMiddleware, inline_style_policy
 from relay.session import RelaySession
-from relay.session_state import SessionState, check_rate
+from relay.session_query import parse_session_query
+from relay.session_state import SessionState
 from relay.upstream import upstream_url
 
 _log = structlog.get_logger("relay.app")
@@ -174,21 +177,27 @@ def create_app(
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        body = {
+        body: dict[str, Any] = {
             "status": "draining" if runtime.draining else "ready",
             "simulated": runtime.simulated,
-            "sessions": len(runtime.sessions),
         }
+        # How busy the relay is tells a stranger when to strike; only this machine's own checks see counts.
+        if door.is_local(request_from_scope(request.scope)):
+            body["sessions"] = len(runtime.sessions)
         if runtime.simulated:
             body["note"] = "The model is SIMULATED (demo mode): no OpenAI API is used."
         return JSONResponse(body, status_code=503 if runtime.draining else 200)
 
     async def client_config(request: Request) -> Response:
+        auth = door.describe(request_from_scope(request.scope))
+        if not auth["authenticated"]:
+            # The sign-in page needs no more; instructions, locks and models are the operator's business.
+            return JSONResponse({"simulated": runtime.simulated, "auth": auth})
         return JSONResponse(
             {
                 "simulated": runtime.simulated,
                 "model": config.model,
-                "auth": door.describe(request_from_scope(request.scope)),
+                "auth": auth,
                 "session": {
                     "voice": config.voice,
                     "instructions": config.instructions,
@@ -202,12 +211,16 @@ def create_app(
         # A relay that could never serve this client says why, instead of showing a page that cannot work.
         denial = door.page_refusal(request_from_scope(request.scope))
         if denial is not None:
-            return HTMLResponse(refusal_page(denial), status_code=denial.status)
+            policy = {"content-security-policy": inline_style_policy(REFUSAL_STYLE)}
+            return HTMLResponse(refusal_page(denial), status_code=denial.status, headers=policy)
         return FileResponse(web_root() / "index.html")
 
     async def login(request: Request) -> Response:
         door_request = request_from_scope(request.scope)
-        body = await _small_body(request, _LOGIN_BODY_LIMIT)
+        try:
+            body = await _small_body(request, _LOGIN_BODY_LIMIT)
+        except ClientDisconnect:  # gone before the body arrived (or cut off by the request deadline)
+            return Response(status_code=400)
         token = _login_token(body)
         if token is None:
             return JSONResponse(
@@ -255,26 +268,6 @@ def create_app(
         refused(door_request, denial, "websocket")
         await websocket.send_denial_response(_denial_response(denial))
 
-    def request_denial(websocket: WebSocket) -> tuple[Denial | None, str, dict[str, int]]:
-        """Refusals that do not depend on who asks: the model and the declared rates."""
-        params = websocket.query_params
-        model = params.get("model") or config.model
-        if model not in config.models:
-            offered = ", ".join(config.models)
-            message = f"Model {model!r} is not offered by this relay; use one of: {offered}."
-            return Denial(403, protocol.POLICY_VIOLATION, message, "model"), model, {}
-        rates: dict[str, int] = {}
-        for name in ("input_rate", "output_rate"):
-            raw = params.get(name)
-            if raw is None:
-                continue
-            value: Any = int(raw) if raw.isdigit() else raw
-            problem = check_rate(value, name)
-            if problem is not None:
-                return Denial(400, protocol.BAD_AUDIO, problem, "bad_rate"), model, {}
-            rates[name] = value
-        return None, model, rates
-
     async def realtime(websocket: WebSocket) -> None:
         door_request = request_from_scope(websocket.scope)
         if runtime.draining:
@@ -287,16 +280,16 @@ def create_app(
             await refuse(websocket, door_request, admission)
             return
         identity = admission.identity
-        denial, model, rates = request_denial(websocket)
-        if denial is not None:
-            await refuse(websocket, door_request, denial)
+        query = parse_session_query(websocket.query_params.multi_items(), config)
+        if isinstance(query, Denial):
+            await refuse(websocket, door_request, query)
             return
         limited = budget.denial(identity) or slots.acquire(identity)
         if limited is not None:
             await refuse(websocket, door_request, limited)
             return
         try:
-            await run_session(websocket, identity, admission.subprotocol, model, rates)
+            await run_session(websocket, identity, admission.subprotocol, query.model, query.rates)
         finally:
             slots.release(identity)
 
@@ -364,6 +357,10 @@ def create_app(
             # server itself must run without proxy headers (see relay.cli), or the peer would already be gone.
             Middleware(PeerAddressMiddleware),
             Middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.forwarded_allow_ips)),
+            # Inside the proxy-headers middleware, so that the policy names the origin the client sees.
+            Middleware(
+                SecurityHeadersMiddleware, own_origin=lambda scope: door.own_origin(request_from_scope(scope))
+            ),
         ],
         lifespan=lifespan,
     )

@@ -25,6 +25,7 @@ from relay.app import Runtime, create_app
 from relay.cli_args import StrictParser
 from relay.client_socket import RelayWebSocketProtocol
 from relay.config import SETTINGS, Config, ConfigError, load_config, with_changes
+from relay.connection_guard import metrics_http_protocol, public_http_protocol
 from relay.listeners import Listener, ListenError, Sockets, bound_port
 from relay.logging import configure_logging
 from relay.metrics import RelayMetrics
@@ -290,6 +291,7 @@ async def serve(config: Config, sockets: Sockets | None = None) -> None:
             metrics_app,
             host=config.metrics_host,
             port=config.metrics_port,
+            http=metrics_http_protocol(config),
             log_config=None,
             # Not access_log=False: uvicorn applies that to the process-wide "uvicorn.access" logger, which would
             # silence the public listener's access lines too. relay.logging leaves out successful scrapes instead.
@@ -301,6 +303,7 @@ async def serve(config: Config, sockets: Sockets | None = None) -> None:
             app,
             host=config.host,
             port=config.port,
+            http=public_http_protocol(config),
             log_config=None,
             # The app reads proxy headers itself (relay.access), after noting who the socket peer is.
             proxy_headers=False,

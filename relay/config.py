@@ -62,6 +62,20 @@ def _float_range(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _auto_or_int(low: int, high: int) -> Callable[[str], int | None]:
+    bounded = _int_range(low, high)
+
+    def parse(value: str) -> int | None:
+        if value.lower() == "auto":
+            return None
+        try:
+            return bounded(value)
+        except ValueError as exc:
+            raise ValueError(f"expected auto or an integer from {low} to {high}") from exc
+
+    return parse
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -372,6 +386,20 @@ SETTINGS: tuple[Setting, ...] = (
         "127.0.0.1,::1",
         "Peers whose X-Forwarded-* and Tailscale-* headers are trusted.",
     ),
+    Setting(
+        "request_timeout_seconds",
+        "RELAY_REQUEST_TIMEOUT_SECONDS",
+        _float_range(0.5, 300),
+        "5",
+        "Seconds a connection has to send a whole request (head and body); then 408 and close.",
+    ),
+    Setting(
+        "max_connections",
+        "RELAY_MAX_CONNECTIONS",
+        _auto_or_int(1, 1_000_000),
+        "auto",
+        "Open public connections at most (auto: what the open-file limit allows beside sessions and /metrics).",
+    ),
 )
 
 
@@ -418,6 +446,9 @@ class Config:
     log_level: str = "info"
     metrics_identity_label: bool = False
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    request_timeout_seconds: float = 5.0
+    #: None: derived from the open-file limit (relay.connection_guard).
+    max_connections: int | None = None
     demo: bool = False
     #: Set by the app in demo mode: the upstream is the built-in simulated model.
     simulated: bool = field(default=False)

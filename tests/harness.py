@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import uvicorn
 from relay.app import Runtime, create_app
 from relay.client_socket import RelayWebSocketProtocol
 from relay.config import load_config
+from relay.connection_guard import public_http_protocol
 from relay.metrics import RelayMetrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,6 +97,7 @@ async def start_in_process(upstream_url: str, api_key: str, **settings: str) -> 
             app,
             host="127.0.0.1",
             port=port,
+            http=public_http_protocol(config),
             log_config=None,
             lifespan="on",
             ws_per_message_deflate=False,
@@ -145,9 +148,16 @@ class RelayProcess(LoopbackUrls):
 
 
 async def start_process(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+    preexec_fn: Callable[[], Any] | None = None,
 ) -> RelayProcess:
-    """Start `python -m relay ARGS` on free ports with `env` (merged over a clean environment)."""
+    """Start `python -m relay ARGS` on free ports with `env` (merged over a clean environment).
+
+    `preexec_fn` runs in the child before the relay starts (e.g. to lower its open-file limit).
+    """
     port, metrics_port = free_port(), free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_") and k != "OPENAI_API_KEY"}
     full_env.update(
@@ -167,6 +177,7 @@ async def start_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            preexec_fn=preexec_fn,
         )
     relay = RelayProcess(process, port, metrics_port, log_path)
     if wait_ready:

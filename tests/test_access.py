@@ -112,6 +112,7 @@ ADVICE = {
     "login_not_configured": "RELAY_ACCESS_TOKENS",
     "relay_limit_exceeded": "RELAY_",
     "relay_policy_violation": "use one of",
+    "conflicting_credentials": "one token, in one place",
 }
 
 
@@ -141,8 +142,10 @@ def test_token_carriers_and_what_the_handshake_answers() -> None:
     denied(door.admit_websocket(req()), 401, "missing_token", "Authorization: Bearer", "operator")
     denied(door.admit_websocket(req(bearer(WRONG))), 401, "invalid_token", "operator")
     denied(door.admit_websocket(req(("authorization", f"Basic {TOKEN}"))), 401, "missing_token")
-    # A wrong bearer token is not rescued by a right subprotocol token: a presented credential must be right.
-    denied(door.admit_websocket(req(bearer(WRONG), subprotocols=offered)), 401, "invalid_token")
+    # Two different tokens are refused whichever is right: a presented credential must be right, and the only one.
+    for pair in ((WRONG, TOKEN), (TOKEN, WRONG)):
+        carried = req(bearer(pair[0]), subprotocols=("realtime", f"openai-insecure-api-key.{pair[1]}"))
+        denied(door.admit_websocket(carried), 401, "conflicting_credentials", "Authorization header")
 
 
 def test_tokens_file_accepts_plain_and_hashed_lines(tmp_path: Path) -> None:
