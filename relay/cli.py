@@ -25,7 +25,7 @@ from relay.app import Runtime, create_app
 from relay.cli_args import StrictParser
 from relay.client_socket import RelayWebSocketProtocol
 from relay.config import SETTINGS, Config, ConfigError, load_config, with_changes
-from relay.connection_guard import metrics_http_protocol, public_http_protocol
+from relay.connection_guard import metrics_http_protocol, public_http_protocol, public_limits
 from relay.listeners import Listener, ListenError, Sockets, bound_port
 from relay.logging import configure_logging
 from relay.metrics import RelayMetrics
@@ -333,6 +333,7 @@ async def serve(config: Config, sockets: Sockets | None = None) -> None:
         )
     _log.info("access_control", **access)
     _log.info("relay_config", **config_fields(config))
+    _log.info("connection_limits", **public_limits(config))
     try:
         await asyncio.gather(public.serve([sockets.public]), metrics_server.serve([sockets.metrics]))
     finally:

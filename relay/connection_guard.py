@@ -455,17 +455,19 @@ def guarded_protocol(max_connections: int, request_timeout: float) -> type[Guard
     )
 
 
+def public_limits(config: Config) -> dict[str, Any]:
+    """The public listener's connection cap and request deadline, as logged at start-up."""
+    open_files = open_file_limit()
+    return {
+        "max_connections": connection_limit(config, open_files),
+        "request_timeout_s": config.request_timeout_seconds,
+        "open_file_limit": open_files,
+    }
+
+
 def public_http_protocol(config: Config) -> type[GuardedHttpToolsProtocol]:
     """The protocol class of the public listener (pass as `uvicorn.Config(http=...)`)."""
-    open_files = open_file_limit()
-    limit = connection_limit(config, open_files)
-    _log.info(
-        "connection_limits",
-        max_connections=limit,
-        request_timeout_s=config.request_timeout_seconds,
-        open_file_limit=open_files,
-    )
-    return guarded_protocol(limit, config.request_timeout_seconds)
+    return guarded_protocol(connection_limit(config, open_file_limit()), config.request_timeout_seconds)
 
 
 def metrics_http_protocol(config: Config) -> type[GuardedHttpToolsProtocol]:
