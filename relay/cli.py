@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fake.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
     bench = sub.add_parser("bench", help="run a benchmark and print its figures (resample, relay)")
-    bench.add_argument("what", choices=["resample", "relay"], help="what to measure")
+    bench.add_argument("what", choices=["resample", "relay", "frames"], help="what to measure")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
@@ -128,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fake-upstream":
         return _run_fake_upstream(args)
     if args.command == "bench":
+        if args.what == "frames":
+            from relay import bench_frames
+
+            return bench_frames.main(args.rest)
         if args.what == "relay":
             from relay import bench_relay
 

@@ -32,7 +32,7 @@ from relay.client_outbox import ClientOutbox, close_reason
 from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
-from relay.session_state import SessionState
+from relay.session_state import Actions, SessionState
 from relay.upstream import UpstreamFailure, lost_connection, open_upstream
 
 _log = structlog.get_logger("relay.session")
@@ -205,17 +205,19 @@ class RelaySession:
                 await self._send_upstream(out)
             if actions.to_upstream and direct:
                 forward_latency.observe(time.perf_counter() - received)
-            if actions.more_to_upstream is not None:
-                await self._send_slices(actions.more_to_upstream)
+            if actions.more is not None:
+                await self._carry_out(actions.more)
             if actions.close is not None:
                 self._set_end("policy", *actions.close)
                 return
 
-    async def _send_slices(self, slices: Iterator[list[str]]) -> None:
-        # A long input is resampled a slice at a time, letting other sessions run between slices.
-        for frames in slices:
+    async def _carry_out(self, steps: Iterator[Actions]) -> None:
+        # A large input is decoded and resampled a slice at a time, letting other sessions run between slices.
+        for step in steps:
             await asyncio.sleep(0)
-            for out in frames:
+            for out in step.to_client:
+                self._outbox.put(out)
+            for out in step.to_upstream:
                 await self._send_upstream(out)
 
     async def _send_upstream(self, text: str) -> None:

@@ -56,6 +56,8 @@ ASSISTANT_AUDIO_TOKENS_PER_SECOND = 20
 #: Above this size a frame whose quotes suggest duplicate keys is not re-parsed by the exact (slow) checker; what
 #: the policy judged is forwarded re-serialised instead, so the upstream sees exactly what was checked.
 _EXACT_DUPLICATE_CHECK_BYTES = 256 * 1024
+#: Base64 audio longer than this is decoded a slice at a time (a multiple of 4 characters: whole base64 quanta).
+_DECODE_SLICE_CHARS = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -70,9 +72,9 @@ class Actions:
     first_audio: bool = False
     #: Seconds of audio `to_client` carries (for the client buffer's bound).
     audio_to_client: float = 0.0
-    #: Further audio for the upstream, produced slice by slice: the pump sends each list and yields between them,
-    #: so that resampling a large input never holds the loop for long.
-    more_to_upstream: Iterator[list[str]] | None = None
+    #: Further work on a large input, a slice at a time: the pump carries out each `Actions` and yields between
+    #: them, so that decoding and resampling a large frame never holds the loop for long.
+    more: Iterator[Actions] | None = None
     #: Seconds of client audio this frame carried (for the real-time pace).
     audio_from_client: float = 0.0
 
@@ -296,18 +298,45 @@ class SessionState:
         # Judged on its length before decoding, so that a giant frame costs no decoding.
         if self._frame_too_long(actions, _decoded_length(audio) / (2 * self.input_rate), event_id):
             return
+        if len(audio) > _DECODE_SLICE_CHARS:
+            actions.more = self._decode_then_forward(audio, event_id)
+            return
+        pcm = self._decode(actions, audio, event_id)
+        if pcm is not None:
+            self._forward_decoded(actions, pcm, event_id)
+
+    def _decode(self, actions: Actions, audio: str, event_id: str | None) -> bytes | None:
         try:
-            pcm = base64.b64decode(audio, validate=True)
+            return base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             self._client_error(
                 actions,
                 protocol.BAD_AUDIO,
                 'input_audio_buffer.append "audio" is not valid '
-                "base64; encode the PCM16LE bytes with standard base64.",
+                "base64; encode the PCM16LE bytes with standard base64. Nothing of it was forwarded.",
                 param="audio",
                 event_id=event_id,
             )
-            return
+            return None
+
+    def _decode_then_forward(self, audio: str, event_id: str | None) -> Iterator[Actions]:
+        # All of it is decoded (a slice per step) before any of it goes up, so a bad tail refuses the whole frame.
+        parts: list[bytes] = []
+        for start in range(0, len(audio), _DECODE_SLICE_CHARS):
+            actions = Actions()
+            part = self._decode(actions, audio[start : start + _DECODE_SLICE_CHARS], event_id)
+            if part is None:
+                yield actions
+                return
+            parts.append(part)
+            yield actions
+        actions = Actions()
+        self._forward_decoded(actions, b"".join(parts), event_id)
+        yield actions
+        if actions.more is not None:
+            yield from actions.more
+
+    def _forward_decoded(self, actions: Actions, pcm: bytes, event_id: str | None) -> None:
         if len(pcm) % 2:
             self._client_error(
                 actions,
@@ -349,14 +378,14 @@ class SessionState:
         step = 2 * max(1, int(self.input_rate * RESAMPLE_SLICE_SECONDS))
         self._send_audio(actions, self._resample_in(pcm[:step]), event_id)
         if len(pcm) > step:
-            actions.more_to_upstream = self._slices(pcm, step)
+            actions.more = self._slices(pcm, step)
 
-    def _slices(self, pcm: bytes, step: int) -> Iterator[list[str]]:
+    def _slices(self, pcm: bytes, step: int) -> Iterator[Actions]:
         view = memoryview(pcm)
         for start in range(step, len(pcm), step):
             more = Actions()
             self._send_audio(more, self._resample_in(bytes(view[start : start + step])))
-            yield more.to_upstream
+            yield more
 
     def _session_update(
         self, actions: Actions, event: dict[str, Any], text: str, event_id: str | None

@@ -4,10 +4,12 @@ session carries on where it can."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
@@ -231,3 +233,44 @@ def test_transcription_usage_is_charged_to_the_budget() -> None:
     state.from_upstream_text(json.dumps({**completed, "usage": {"type": "duration", "seconds": 2.05}}))
     assert charged == [17, 21]  # whisper-1 bills by duration: about one token per 100 ms of audio
     assert state.tokens_used == 38
+
+
+def _carried_out(actions: Any) -> tuple[list[str], list[str]]:
+    upstream, client = list(actions.to_upstream), list(actions.to_client)
+    for step in actions.more or ():
+        upstream += step.to_upstream
+        client += step.to_client
+    return upstream, client
+
+
+def test_a_large_append_is_decoded_and_resampled_in_slices_exactly_as_whole() -> None:
+    def state() -> SessionState:
+        return SessionState(
+            metrics=RelayMetrics(),
+            policy=SessionPolicy(),
+            resampler_quality="low-latency",
+            bounds=SessionBounds(),
+            input_rate=48000,
+        )
+
+    rng = np.random.default_rng(7)
+    pcm = (rng.standard_normal(48000 * 4) * 3000).astype("<i2").tobytes()  # 4 s: 512 kB of base64
+    text = json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+    sliced = state()
+    actions = sliced.from_client_text(text)
+    assert actions.more is not None and not actions.to_upstream  # nothing goes up before all of it decoded
+    upstream, client = _carried_out(actions)
+    assert client == [] and len(upstream) > 1
+    whole = state()
+    resampler = whole._input_resampler
+    assert resampler is not None
+    expected = resampler.process(pcm)
+    got = b"".join(base64.b64decode(json.loads(t)["audio"]) for t in upstream)
+    assert got == expected
+
+    # A bad character near the end refuses the whole frame: nothing of it reaches the upstream.
+    bad = text[:-100] + "!" + text[-99:]
+    upstream, client = _carried_out(state().from_client_text(bad))
+    assert upstream == []
+    [error] = [json.loads(t)["error"] for t in client]
+    assert error["code"] == "relay_bad_audio" and "Nothing of it was forwarded" in error["message"]

@@ -109,10 +109,12 @@ def make_state(input_rate: int = 48000) -> SessionState:
 
 def _answered(actions: Any) -> bool:
     upstream = list(actions.to_upstream)
-    if actions.more_to_upstream is not None:
-        for frames in actions.more_to_upstream:
-            upstream.extend(frames)
-    errors = [json.loads(t) for t in actions.to_client]
+    client = list(actions.to_client)
+    if actions.more is not None:
+        for step in actions.more:
+            upstream.extend(step.to_upstream)
+            client.extend(step.to_client)
+    errors = [json.loads(t) for t in client]
     assert all(e["type"] == "error" and e["error"]["code"] for e in errors), errors
     for text in upstream:
         json.loads(text)  # everything forwarded is one JSON event
