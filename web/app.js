@@ -332,6 +332,8 @@ async function onSignIn(event) {
     message.textContent = app.t("config.failed");
     return;
   }
+  // Strangers are not told the server's session defaults; now that we are signed in, take them.
+  app.settings = loadSettings(storage, config.session ?? {});
   applyConfig(config);
   $("connect-btn").focus();
 }
