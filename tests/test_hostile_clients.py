@@ -282,3 +282,22 @@ async def test_refused_messages_are_counted_in_utf8_bytes(
         await ws.send(json.dumps({"type": "conversation.item.create", "pad": "語" * 300}, ensure_ascii=False))
         record = fake_upstream.connections[-1]
         await record.wait_for_received("conversation.item.create")
+
+
+async def test_audio_sent_much_faster_than_real_time_is_read_at_real_time(
+    start_relay: Any, fake_upstream: FakeRealtimeServer
+) -> None:
+    relay = await start_relay(upstream_url=fake_upstream.url, audio_ahead_seconds="1")
+    frame = json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA" * 320})  # 20 ms at 24 kHz
+    async with opened(relay.ws_url) as ws:
+        await next_event(ws)
+        record = fake_upstream.connections[-1]
+        started = time.monotonic()
+        for _ in range(200):  # 4 s of audio, sent as fast as the socket takes it
+            await ws.send(frame)
+        sent_in = time.monotonic() - started
+        await record.wait_for_received("input_audio_buffer.append", count=200, timeout=15)
+        arrived_in = time.monotonic() - started
+    # One second may run ahead; the other three arrive at real-time speed, not at the client's.
+    assert sent_in < 1.5, sent_in
+    assert 3 - 0.3 < arrived_in < 3 + MARGIN + 1, arrived_in
