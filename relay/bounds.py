@@ -32,7 +32,7 @@ class SessionBounds:
     """The limits of one session, from the relay's settings."""
 
     #: Largest client message, counted in bytes of its UTF-8 payload (not characters).
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024
     #: How far a client's audio may run ahead of real time; beyond it the relay reads that client at real-time
     #: speed. Also the most audio one frame may carry.
     audio_ahead_seconds: float = 5.0

@@ -279,7 +279,7 @@ SETTINGS: tuple[Setting, ...] = (
         "max_message_bytes",
         "RELAY_MAX_MESSAGE_BYTES",
         _int_range(1024, 64 * 1024 * 1024),
-        "4194304",
+        "1048576",
         "Largest client WebSocket message, in bytes (UTF-8 for text frames).",
     ),
     Setting(
@@ -430,7 +430,7 @@ class Config:
     max_sessions_per_identity: int = 3
     max_session_seconds: int = 1800
     idle_timeout_seconds: int = 300
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024
     audio_ahead_seconds: float = 5.0
     client_buffer_bytes: int = 8 * 1024 * 1024
     client_buffer_seconds: float = 60.0
