@@ -115,11 +115,6 @@ class PendingLedger:
         self.events += 1
         self.bytes += nbytes
 
-    def clear(self) -> None:
-        """Everything held went upstream."""
-        self.events = 0
-        self.bytes = 0
-
 
 #: Bytes per second a client may send on average (twice base64 audio at the highest accepted rate, 192 kHz), with
 #: bursts up to two of the largest messages. Frames beyond it wait in the client's own TCP connection, so that a
