@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import protocol
+from relay import protocol, session_audio
 from relay.audio import MAX_RATE, MIN_RATE, Resampler, make_resampler
 from relay.metrics import (
     NO_IDENTITY_METRICS,
@@ -68,6 +69,17 @@ def check_rate(value: Any, what: str) -> str | None:
     return None
 
 
+def _created_first(method: Callable[[SessionState, Any], Actions]) -> Callable[[SessionState, Any], Actions]:
+    # The client's first server event must be session.created: whatever would reach it earlier waits.
+    @functools.wraps(method)
+    def decide(self: SessionState, frame: Any) -> Actions:
+        actions = method(self, frame)
+        self._hold_until_created(actions)
+        return actions
+
+    return decide
+
+
 class SessionState:
     """Everything one session decides. Not thread-safe; one instance per client connection."""
 
@@ -107,6 +119,15 @@ class SessionState:
         self._unsent_first_audio: tuple[float, str] | None = None
         self._in_bytes_per_second = _BYTES_PER_SECOND_24K
         self._out_bytes_per_second = _BYTES_PER_SECOND_24K
+        # G.711 passes untouched: these follow the formats the client set (and the upstream's first session).
+        self._input_g711 = False
+        self._output_g711 = False
+        self._g711_responses: dict[str, bool] = {}  # response id → its audio is G.711 (from response.created)
+        # Responses cut by barge-in or response.cancel: none of their audio (nor a resampler tail) follows.
+        self._cut_responses: set[str] = set()
+        self._interrupts = True
+        self._created_sent = False
+        self._before_created: list[str] = []
         #: Per-identity counters; the session sets them for its identity (a no-op unless the label is on).
         self.identity_metrics: IdentityMetrics = NO_IDENTITY_METRICS
         self.turns = 0
@@ -125,6 +146,7 @@ class SessionState:
 
     # -- client → upstream -----------------------------------------------------------------------------------
 
+    @_created_first
     def from_client_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the client."""
         actions = Actions()
@@ -175,12 +197,18 @@ class SessionState:
         elif event_type == "response.create":
             self._mark_turn_end(TRIGGER_RESPONSE_CREATE)
             actions.to_upstream.append(text)
+        elif event_type == "response.cancel":
+            self._cut_playing()
+            actions.to_upstream.append(text)
+        elif event_type == "conversation.item.create":
+            self._item_create(actions, event, text)
         else:
             actions.to_upstream.append(text)
         if not actions.to_client:  # an event refused with an error was not forwarded
             self._metrics.count_client_event(event_type)
         return actions
 
+    @_created_first
     def from_client_bytes(self, data: bytes) -> Actions:
         """Decide what to do with a binary frame: raw PCM16LE mono at the session's input rate."""
         actions = Actions()
@@ -193,7 +221,7 @@ class SessionState:
                 "(RELAY_MAX_MESSAGE_BYTES); send 20-100 ms of audio per frame.",
             )
             return actions
-        if len(data) % 2:
+        if len(data) % 2 and not self._input_g711:
             self._client_error(
                 actions,
                 protocol.BAD_AUDIO,
@@ -215,8 +243,8 @@ class SessionState:
         self, actions: Actions, event: dict[str, Any], text: str, event_id: str | None
     ) -> None:
         audio = event.get("audio")
-        if self._input_resampler is None:
-            # 24 kHz in, 24 kHz up: forward the frame as it came, decoding nothing.
+        if self._input_resampler is None or self._input_g711:
+            # 24 kHz in, 24 kHz up (or G.711): forward the frame as it came, decoding nothing.
             if isinstance(audio, str):
                 self._count_audio_in(_decoded_length(audio))
             actions.to_upstream.append(text)
@@ -262,6 +290,7 @@ class SessionState:
         if not isinstance(audio, dict):
             actions.to_upstream.append(text)
             return
+        self._note_client_formats(actions, session)
         new_rates: dict[str, int] = {}
         for direction in ("input", "output"):
             fmt = audio.get(direction, {}).get("format") if isinstance(audio.get(direction), dict) else None
@@ -304,11 +333,11 @@ class SessionState:
         actions.to_upstream.append(protocol.dumps(event))
 
     def _flush_input(self, actions: Actions) -> None:
-        if self._input_resampler is not None:
+        if self._input_resampler is not None and not self._input_g711:
             self._send_audio(actions, self._input_resampler.flush())
 
     def _resample_in(self, pcm: bytes) -> bytes:
-        if self._input_resampler is None:
+        if self._input_resampler is None or self._input_g711:
             return pcm
         started = self._clock()
         out = self._input_resampler.process(pcm)
@@ -317,6 +346,7 @@ class SessionState:
 
     # -- upstream → client -----------------------------------------------------------------------------------
 
+    @_created_first
     def from_upstream_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the upstream."""
         actions = Actions()
@@ -345,6 +375,7 @@ class SessionState:
 
     def _on_session_event(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         self._note_audio_formats(event)
+        self._note_upstream_session(event)
         if event["type"] == "session.created" and self._awaiting_defaults:
             self._held_created = event
             return
@@ -352,12 +383,8 @@ class SessionState:
             # The reply to the server's defaults becomes the client's session.created.
             self._awaiting_defaults = False
             event["type"] = "session.created"
-            self._show_client_rates(event)
             self._held_created = None
-            actions.to_client.append(protocol.dumps(event))
-            return
-        self._show_client_rates(event)
-        actions.to_client.append(protocol.dumps(event))
+        self._to_client_session(actions, event)
 
     def _on_error(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         error = event.get("error")
@@ -370,8 +397,7 @@ class SessionState:
             # The upstream refused the server's defaults: show the session as it is, and say why.
             self._awaiting_defaults = False
             held, self._held_created = self._held_created, None
-            self._show_client_rates(held)
-            actions.to_client.append(protocol.dumps(held))
+            self._to_client_session(actions, held)
             error["message"] = f"The relay's session defaults were refused upstream: {error.get('message')}"
             actions.to_client.append(protocol.dumps(event))
             return
@@ -392,23 +418,89 @@ class SessionState:
             rates.append(_BYTES_PER_SECOND_G711 if g711 else _BYTES_PER_SECOND_24K)
         self._in_bytes_per_second, self._out_bytes_per_second = rates
 
-    def _show_client_rates(self, event: dict[str, Any]) -> None:
-        audio = event.get("session", {}).get("audio")
-        if not isinstance(audio, dict):
+    def _to_client_session(self, actions: Actions, event: dict[str, Any]) -> None:
+        # The spec's fields stay as the upstream sent them; the client's own rates go in the relay's field.
+        session_audio.present_rates(event, self.input_rate, self.output_rate)
+        actions.to_client.append(protocol.dumps(event))
+        if event["type"] == "session.created" and not self._created_sent:
+            self._created_sent = True
+            actions.to_client.extend(self._before_created)
+            self._before_created.clear()
+
+    def _hold_until_created(self, actions: Actions) -> None:
+        if self._created_sent:
             return
-        for direction, rate in (("input", self.input_rate), ("output", self.output_rate)):
-            fmt = audio.get(direction, {}).get("format")
-            if isinstance(fmt, dict) and fmt.get("type") == "audio/pcm" and rate != API_RATE:
-                fmt["rate"] = rate
+        if actions.close is not None:
+            # The session ends before it was created: the client hears why, in order.
+            actions.to_client[:0] = self._before_created
+            self._before_created.clear()
+            return
+        self._before_created.extend(actions.to_client)
+        actions.to_client.clear()
+
+    def _note_client_formats(self, actions: Actions, session: Any) -> None:
+        for direction in ("input", "output"):
+            kind = session_audio.format_type(session_audio.format_of(session, direction))
+            if kind is None:
+                continue
+            g711 = session_audio.is_g711(kind)
+            if direction == "input" and g711 and not self._input_g711:
+                self._flush_input(actions)  # PCM already resampled goes up before G.711 bytes follow
+            setattr(self, f"_{direction}_g711", g711)
+
+    def _note_upstream_session(self, event: dict[str, Any]) -> None:
+        session = event.get("session")
+        if event["type"] == "session.created":
+            for direction in ("input", "output"):
+                kind = session_audio.format_type(session_audio.format_of(session, direction))
+                setattr(self, f"_{direction}_g711", session_audio.is_g711(kind))
+        audio = session.get("audio") if isinstance(session, dict) else None
+        side = audio.get("input") if isinstance(audio, dict) else None
+        if isinstance(side, dict) and "turn_detection" in side:
+            detection = side["turn_detection"]
+            self._interrupts = (
+                isinstance(detection, dict) and detection.get("interrupt_response", True) is not False
+            )
+
+    def _cut_playing(self) -> None:
+        self._cut_responses |= self._audio_started | set(self._output_resamplers) | set(self._awaiting_audio)
+        self._output_resamplers.clear()
+
+    def _item_create(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        parts = [p for p, d in session_audio.audio_contents(event.get("item")) if d == "input"]
+        if self.input_rate == API_RATE or self._input_g711 or not parts:
+            actions.to_upstream.append(text)
+            return
+        for part in parts:
+            part["audio"] = self._convert_whole(part["audio"], self.input_rate, API_RATE)
+        actions.to_upstream.append(protocol.dumps(event))
+
+    def _on_item_retrieved(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        changed = False
+        for part, direction in session_audio.audio_contents(event.get("item")):
+            rate = self.input_rate if direction == "input" else self.output_rate
+            if rate != API_RATE and not getattr(self, f"_{direction}_g711"):
+                part["audio"] = self._convert_whole(part["audio"], API_RATE, rate)
+                changed = True
+        actions.to_client.append(protocol.dumps(event) if changed else text)
+
+    def _convert_whole(self, b64: str, in_rate: int, out_rate: int) -> str:
+        # A whole clip at once: what the resampler holds back belongs to it, so it is flushed right away.
+        resampler = make_resampler(in_rate, out_rate, self._quality)
+        pcm = base64.b64decode(b64)
+        pcm = pcm[: len(pcm) - len(pcm) % 2]
+        return base64.b64encode(resampler.process(pcm) + resampler.flush()).decode()
 
     def _on_audio_delta(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         response_id = str(event.get("response_id", ""))
         delta = event.get("delta")
         if isinstance(delta, str):
             self._count_audio_out(_decoded_length(delta))
+        if response_id in self._cut_responses:
+            return  # the response was cut: audio still in flight from the upstream is not played
         if response_id not in self._audio_started:
             self._first_audio_of(response_id, actions)
-        if self.output_rate == API_RATE or not isinstance(delta, str):
+        if self.output_rate == API_RATE or not isinstance(delta, str) or self._g711_output_of(response_id):
             actions.to_client.append(text)
             return
         resampler = self._output_resamplers.get(response_id)
@@ -448,6 +540,8 @@ class SessionState:
     def _on_speech_started(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         # The user spoke again before a response was created: their turn ends at the next speech_stopped.
         self._turn_end = None
+        if self._interrupts:
+            self._cut_playing()
         actions.to_client.append(text)
 
     def _on_speech_stopped(self, actions: Actions, event: dict[str, Any], text: str) -> None:
@@ -460,6 +554,9 @@ class SessionState:
             # This response answers the pending turn; a later turn end belongs to a later response.
             self._awaiting_audio[str(response.get("id", ""))] = self._turn_end
             self._turn_end = None
+            kind = session_audio.format_type(session_audio.format_of(response, "output"))
+            g711 = self._output_g711 if kind is None else session_audio.is_g711(kind)
+            self._g711_responses[str(response.get("id", ""))] = g711
         actions.to_client.append(text)
 
     def _on_response_done(self, actions: Actions, event: dict[str, Any], text: str) -> None:
@@ -469,6 +566,8 @@ class SessionState:
             self._output_resamplers.pop(response_id, None)
             self._awaiting_audio.pop(response_id, None)
             self._audio_started.discard(response_id)
+            self._g711_responses.pop(response_id, None)
+            self._cut_responses.discard(response_id)
             spent = self._count_usage(response.get("usage"))
             if spent is not None:
                 # The response still reaches the client; the session ends right after it.
@@ -514,6 +613,9 @@ class SessionState:
         # The earliest end of turn counts: a client's response.create after server VAD stopped is not the start.
         if self._turn_end is None:
             self._turn_end = (self._clock(), trigger)
+
+    def _g711_output_of(self, response_id: str) -> bool:
+        return self._g711_responses.get(response_id, self._output_g711)
 
     def _first_audio_of(self, response_id: str, actions: Actions) -> None:
         self._audio_started.add(response_id)
@@ -584,6 +686,7 @@ _UPSTREAM_HANDLERS: dict[str, _Handler] = {
     "error": SessionState._on_error,
     "response.output_audio.delta": SessionState._on_audio_delta,
     "response.output_audio.done": SessionState._on_audio_done,
+    "conversation.item.retrieved": SessionState._on_item_retrieved,
     "input_audio_buffer.speech_started": SessionState._on_speech_started,
     "input_audio_buffer.speech_stopped": SessionState._on_speech_stopped,
     "response.created": SessionState._on_response_created,
