@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import random
 import re
 from collections import deque
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from relay.fake.conversation import Conversation, StoredItem
-from relay.fake.signals import CHUNK_MS, chunks, duration_ms, ms_to_bytes
+from relay.fake.signals import CHUNK_MS, duration_ms, ms_to_bytes
 from relay.protocol import new_event_id, new_id
 
 #: Output audio costs one token per 50 ms (1200 per minute), roughly what the service bills.
@@ -56,10 +57,33 @@ class Reply:
 
 @dataclass
 class Timing:
-    """Pacing of a response: `first_delay` before the first content delta; `pace` sends audio in real time."""
+    """Pacing of a response, as the API streams it.
+
+    `first_delay` seconds pass before the first content delta. With `pace`, audio leaves `speed` times faster than
+    real time (the API sends faster than it plays, so a client builds a backlog); without, as fast as possible.
+    Each audio delta lasts a duration drawn from `chunk_ms` (inclusive bounds), so chunk sizes vary as on the wire.
+    """
 
     first_delay: float = 0.0
     pace: bool = False
+    speed: float = 1.0
+    chunk_ms: tuple[int, int] = (CHUNK_MS, CHUNK_MS)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def split(self, pcm: bytes) -> list[bytes]:
+        """Cut audio into deltas of varying duration within `chunk_ms`."""
+        low, high = self.chunk_ms
+        pieces: list[bytes] = []
+        start = 0
+        while start < len(pcm):
+            size = ms_to_bytes(self.rng.randint(low, high))
+            pieces.append(pcm[start : start + size])
+            start += size
+        return pieces
+
+    def gap(self, previous_ms: float) -> float:
+        """Seconds to wait after a delta of `previous_ms` before the next one."""
+        return previous_ms / 1000 / self.speed if self.pace else 0.0
 
 
 @dataclass
@@ -74,6 +98,8 @@ class ResponseConfig:
     input_usage: dict[str, Any] = field(default_factory=dict)
     #: Turns the model's 24 kHz PCM16 into the wire format of `audio_output` (identity for PCM).
     encode_audio: Callable[[bytes], bytes] = bytes
+    #: When set, the response produces nothing and ends `failed` with this `status_details.error`.
+    failure: dict[str, Any] | None = None
 
 
 class ResponseStream:
@@ -169,6 +195,15 @@ class ResponseStream:
 
     def _plan(self) -> None:
         add = self._steps.append
+        failure = self.config.failure
+        if failure is not None:
+            add(
+                (
+                    self._timing.first_delay,
+                    lambda: self._done("failed", {"type": "failed", "error": dict(failure)}),
+                )
+            )
+            return
         add((0.0, self._add_item))
         if self.reply.kind == "function_call":
             self._plan_function_call()
@@ -192,23 +227,19 @@ class ResponseStream:
             audio = audio[: ms_to_bytes(max_ms)]
             self._incomplete = True
         words = split_deltas(transcript)
-        pieces = chunks(audio, CHUNK_MS)
+        pieces = self._timing.split(audio)
         previous_ms = 0.0
         for index, piece in enumerate(pieces):
             if index < len(words):
                 add((0.0, self._say(words[index])))
-            if index == 0:
-                delay = self._timing.first_delay
-            else:
-                delay = previous_ms / 1000 if self._timing.pace else 0.0
+            delay = self._timing.first_delay if index == 0 else self._timing.gap(previous_ms)
             add((delay, self._play(piece)))
             previous_ms = duration_ms(piece)
         for index, word in enumerate(words[len(pieces) :]):
             # Without any audio (all cut by max_output_tokens), the first content still waits first_delay.
             delay = self._timing.first_delay if not pieces and index == 0 else 0.0
             add((delay, self._say(word)))
-        tail = previous_ms / 1000 if self._timing.pace else 0.0
-        add((tail, self._close_and_finish))
+        add((self._timing.gap(previous_ms), self._close_and_finish))
 
     def _plan_text(self) -> None:
         add = self._steps.append
