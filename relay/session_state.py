@@ -105,6 +105,8 @@ class SessionState:
         self._clock = clock
         self.input_rate = input_rate
         self.output_rate = output_rate
+        # The rates the URL declared: what a session.update's 24000 (the only value the SDK allows) stands for.
+        self._url_rates = {"input": input_rate, "output": output_rate}
         self._input_resampler: Resampler | None = self._new_resampler(input_rate, API_RATE)
         self._output_resamplers: dict[str, Resampler] = {}
         # session.created is held until the upstream has applied the server's defaults, so that the client's
@@ -306,7 +308,7 @@ class SessionState:
                     event_id=event_id,
                 )
                 return
-            new_rates[direction] = fmt["rate"]
+            new_rates[direction] = self._url_rates[direction] if fmt["rate"] == API_RATE else fmt["rate"]
             fmt["rate"] = API_RATE
         if not new_rates:
             actions.to_upstream.append(text)
