@@ -205,11 +205,21 @@ def _run_fake_upstream(args: argparse.Namespace) -> int:
 
     configure_logging("auto", "info")
     # Options named as on the command line carry over as they are.
-    same = (
-        "api_key refuse_status handshake_delay drop_after_events garbage_after_events first_audio_delay "
-        "transcription_delay seed fail_responses rate_limit_after_responses server_error_after_events "
-        "fail_transcription session_seconds"
-    ).split()
+    same = [
+        "api_key",
+        "refuse_status",
+        "handshake_delay",
+        "drop_after_events",
+        "garbage_after_events",
+        "first_audio_delay",
+        "transcription_delay",
+        "seed",
+        "fail_responses",
+        "rate_limit_after_responses",
+        "server_error_after_events",
+        "fail_transcription",
+        "session_seconds",
+    ]
     options = FakeOptions(
         **{name: getattr(args, name) for name in same},
         pace_audio=args.audio_speed > 0,
