@@ -26,6 +26,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 
+from relay.session_audio import RELAY_FIELD
+
 #: The SDK release the relay's events were checked against (the lock file pins it).
 SDK_VERSION = openai.__version__
 
@@ -43,8 +45,6 @@ def _by_type(union: Any) -> dict[str, TypeAdapter[Any]]:
 SERVER = _by_type(RealtimeServerEvent)
 CLIENT = _by_type(RealtimeClientEvent)
 
-#: The relay-owned top-level key on `session.created`/`session.updated` that tells the client its own rates.
-RELAY_FIELD = "relay"
 RELAY_FIELD_KEYS = frozenset({"input_rate", "output_rate"})
 
 #: Keys outside the SDK's models that a server event may carry: (event type or "*", dotted path of the key).
