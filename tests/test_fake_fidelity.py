@@ -205,3 +205,31 @@ async def test_fake_upstream_command_takes_the_fault_switches_and_pacing() -> No
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_parallel_tool_calls_are_several_output_items_of_one_response() -> None:
+    tools = [
+        {"type": "function", "name": name, "parameters": {"type": "object", "properties": {}}}
+        for name in ("get_weather", "get_time")
+    ]
+    for parallel, expected in ((True, ["get_weather", "get_time"]), (False, ["get_weather"])):
+        model = manual_model()
+        model.handle(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "tools": tools, "parallel_tool_calls": parallel},
+            }
+        )
+        text_turn(model, "Please call get_weather and get_time.")
+        valid(model.handle({"type": "response.create"}))
+        stream = model.pop_started_response()
+        assert stream is not None
+        events = valid(stream.drain())
+        added = [e for e in events if e["type"] == "response.output_item.added"]
+        assert [e["item"]["name"] for e in added] == expected
+        assert [e["output_index"] for e in added] == list(range(len(expected)))
+        done = events[types(events).index("response.done")]["response"]
+        assert [item["name"] for item in done["output"]] == expected
+        assert all(item["status"] == "completed" for item in done["output"])
+        arguments_done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+        assert [e["output_index"] for e in arguments_done] == list(range(len(expected)))

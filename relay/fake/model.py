@@ -526,7 +526,14 @@ class SimulatedModel:
             )
         request = parse_response_request(raw_request, self.session)
         context = self._context(raw_request)
-        reply = compose_reply(context, request.output_modalities, request.tools, request.tool_choice)
+        parallel = self.session.get("parallel_tool_calls", True) is not False
+        reply = compose_reply(
+            context,
+            request.output_modalities,
+            request.tools,
+            request.tool_choice,
+            parallel_tool_calls=parallel,
+        )
         usage = input_usage(context, request.instructions, self._last_input_usage)
         self._last_input_usage = usage
         config = ResponseConfig(

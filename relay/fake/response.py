@@ -53,6 +53,8 @@ class Reply:
     audio: bytes = b""
     function_name: str = ""
     arguments: str = "{}"
+    #: Further function calls of the same response (parallel tool calls), each its own output item.
+    more_calls: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +126,8 @@ class ResponseStream:
         self.status = "in_progress"
         self.status_details: dict[str, Any] | None = None
         self.item = StoredItem(self._initial_item())
+        # Output items already closed, before the current one (whose output_index is their count).
+        self._closed_items: list[StoredItem] = []
         self._item_added = False
         self._item_done = False
         self._part_open = False
@@ -175,15 +179,7 @@ class ResponseStream:
 
     def _initial_item(self) -> dict[str, Any]:
         if self.reply.kind == "function_call":
-            return {
-                "id": new_id("item_"),
-                "type": "function_call",
-                "object": "realtime.item",
-                "status": "in_progress",
-                "call_id": new_id("call_", 16),
-                "name": self.reply.function_name,
-                "arguments": "",
-            }
+            return self._call_item(self.reply.function_name)
         return {
             "id": new_id("item_"),
             "type": "message",
@@ -254,21 +250,51 @@ class ResponseStream:
             add((delay, self._say(word)))
         add((0.0, self._close_and_finish))
 
+    @staticmethod
+    def _call_item(name: str) -> dict[str, Any]:
+        return {
+            "id": new_id("item_"),
+            "type": "function_call",
+            "object": "realtime.item",
+            "status": "in_progress",
+            "call_id": new_id("call_", 16),
+            "name": name,
+            "arguments": "",
+        }
+
     def _plan_function_call(self) -> None:
         add = self._steps.append
         for index, piece in enumerate(split_deltas(self.reply.arguments) or [""]):
             add((self._timing.first_delay if index == 0 else 0.0, self._argue(piece)))
+        for name, arguments in self.reply.more_calls:
+            add((0.0, self._next_call(name)))
+            for piece in split_deltas(arguments) or [""]:
+                add((0.0, self._argue(piece)))
         add((0.0, self._close_and_finish))
+
+    def _next_call(self, name: str) -> Callable[[], list[Event]]:
+        def produce() -> list[Event]:
+            out = self._close_open_parts(item_status="completed")
+            self._closed_items.append(self.item)
+            self.item = StoredItem(self._call_item(name))
+            self._item_added = self._item_done = False
+            self._arguments = ""
+            return out + self._add_item()
+
+        return produce
 
     # ----- step producers -----
 
     def _ids(self) -> dict[str, Any]:
-        return {"response_id": self.id, "item_id": self.item.id, "output_index": 0}
+        return {"response_id": self.id, "item_id": self.item.id, "output_index": len(self._closed_items)}
 
     def _add_item(self) -> list[Event]:
         self._item_added = True
+        index = len(self._closed_items)
         out = [
-            event("response.output_item.added", response_id=self.id, output_index=0, item=self.item.public())
+            event(
+                "response.output_item.added", response_id=self.id, output_index=index, item=self.item.public()
+            )
         ]
         if self._conversation is not None:
             previous = self._conversation.insert(self.item)
@@ -368,7 +394,10 @@ class ResponseStream:
             self.item.item["status"] = item_status
             out.append(
                 event(
-                    "response.output_item.done", response_id=self.id, output_index=0, item=self.item.public()
+                    "response.output_item.done",
+                    response_id=self.id,
+                    output_index=len(self._closed_items),
+                    item=self.item.public(),
                 )
             )
             if self._conversation is not None and self.item.id in self._conversation:
@@ -398,7 +427,8 @@ class ResponseStream:
 
     def output_usage(self) -> dict[str, int]:
         """Output tokens for what was actually produced."""
-        text = text_tokens(self._said if self.reply.kind != "function_call" else self._arguments)
+        arguments = "".join(str(i.item.get("arguments", "")) for i in self._closed_items) + self._arguments
+        text = text_tokens(self._said if self.reply.kind != "function_call" else arguments)
         audio = math.ceil(self.audio_sent_ms / AUDIO_MS_PER_OUTPUT_TOKEN)
         return {"text_tokens": text, "audio_tokens": audio}
 
@@ -427,7 +457,7 @@ class ResponseStream:
         }
 
     def _response_object(self, *, with_usage: bool) -> dict[str, Any]:
-        output = [self.item.public()] if self._item_added else []
+        output = [i.public() for i in self._closed_items] + ([self.item.public()] if self._item_added else [])
         return {
             "object": "realtime.response",
             "id": self.id,
