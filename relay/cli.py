@@ -109,9 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--garbage-after-events", type=int, default=None, help="send malformed JSON after N events"
     )
-    fake.add_argument(
-        "--first-audio-delay", type=float, default=0.0, help="seconds before the first audio delta"
-    )
+    _fake_model_options(fake)
     fake.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
     bench = sub.add_parser("bench", help="run a benchmark and print its figures (resample, relay)")
     bench.add_argument("what", choices=["resample", "relay", "frames"], help="what to measure")
@@ -194,19 +192,95 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+def _fake_model_options(fake: argparse.ArgumentParser) -> None:
+    """Pacing and fault switches of the simulated model; defaults are the model's own (realistic) ones."""
+    from relay.fake.options import FakeOptions
+
+    d = FakeOptions()
+    pacing = fake.add_argument_group(
+        "pacing (the API streams faster than real time, in chunks of varying size)"
+    )
+    _number(
+        pacing,
+        "--first-audio-delay",
+        float,
+        d.first_audio_delay,
+        "seconds from response.created to the first delta",
+    )
+    _number(
+        pacing, "--audio-speed", float, d.audio_speed, "times faster than real time audio is sent; 0: at once"
+    )
+    pacing.add_argument(
+        "--chunk-ms",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=list(d.chunk_ms),
+        help=f"shortest and longest audio delta in ms (default {d.chunk_ms[0]} {d.chunk_ms[1]})",
+    )
+    _number(
+        pacing,
+        "--transcription-delay",
+        float,
+        d.transcription_delay,
+        "seconds from a commit to its transcript",
+    )
+    _number(pacing, "--seed", int, None, "seed of the chunk lengths (default: random)")
+    faults = fake.add_argument_group("fault switches")
+    faults.add_argument(
+        "--fail-responses", action="store_true", help="every response ends with status failed"
+    )
+    faults.add_argument(
+        "--fail-transcription",
+        action="store_true",
+        help="transcriptions end with input_audio_transcription.failed",
+    )
+    _number(
+        faults, "--rate-limit-after-responses", int, None, "responses after the first N fail rate-limited"
+    )
+    _number(
+        faults,
+        "--server-error-after-events",
+        int,
+        None,
+        "one server_error after N events; the session goes on",
+    )
+    _number(
+        faults, "--session-seconds", float, d.session_seconds, "session length, then session_expired and 1001"
+    )
+
+
+def _number(group: Any, flag: str, kind: type, default: float | None, text: str) -> None:
+    shown = "" if default is None else f" (default {default:g})"
+    group.add_argument(flag, type=kind, default=default, metavar="N", help=text + shown)
+
+
 def _run_fake_upstream(args: argparse.Namespace) -> int:
     from relay.fake.model import FakeOptions
     from relay.fake.server import run_fake_upstream
 
     configure_logging("auto", "info")
+    # Options named as on the command line carry over as they are.
+    same = [
+        "api_key",
+        "refuse_status",
+        "handshake_delay",
+        "drop_after_events",
+        "garbage_after_events",
+        "first_audio_delay",
+        "transcription_delay",
+        "seed",
+        "fail_responses",
+        "rate_limit_after_responses",
+        "server_error_after_events",
+        "fail_transcription",
+        "session_seconds",
+    ]
     options = FakeOptions(
-        api_key=args.api_key,
-        refuse_status=args.refuse_status,
-        handshake_delay=args.handshake_delay,
-        drop_after_events=args.drop_after_events,
-        garbage_after_events=args.garbage_after_events,
-        first_audio_delay=args.first_audio_delay,
-        pace_audio=True,
+        **{name: getattr(args, name) for name in same},
+        pace_audio=args.audio_speed > 0,
+        audio_speed=args.audio_speed or 1.0,
+        chunk_ms=(args.chunk_ms[0], args.chunk_ms[1]),
     )
     with contextlib.suppress(KeyboardInterrupt):
         _run(run_fake_upstream(args.host, args.port, options))

@@ -32,9 +32,11 @@ class SessionPolicy:
         """Return a `Refusal` when `event` must not go upstream, else None."""
         event_type = event.get("type")
         if event_type not in CLIENT_EVENT_TYPES:
+            # OpenAI refuses an unknown type itself; the relay answers as it would, so clients see one answer.
             return Refusal(
-                "relay_policy_violation",
-                f"Event type {event_type!r} is not a client event of the Realtime API; the relay does not forward "
+                "invalid_value",
+                f"Invalid value: {event_type!r}. Event type is not a client event of the Realtime API; the relay "
+                "does not forward "
                 "it. See the GA client events: session.update, input_audio_buffer.*, conversation.item.*, "
                 "response.create, response.cancel.",
                 "type",

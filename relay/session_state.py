@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from relay import protocol
+from relay import protocol, session_audio
 from relay.audio import MAX_RATE, MIN_RATE, Resampler, make_resampler
 from relay.bounds import RESAMPLE_SLICE_SECONDS, SessionBounds, payload_bytes
 from relay.event_keys import duplicate_key, may_have_duplicate_keys
@@ -89,6 +90,17 @@ def check_rate(value: Any, what: str) -> str | None:
     return None
 
 
+def _created_first(method: Callable[[SessionState, Any], Actions]) -> Callable[[SessionState, Any], Actions]:
+    # The client's first server event must be session.created: whatever would reach it earlier waits.
+    @functools.wraps(method)
+    def decide(self: SessionState, frame: Any) -> Actions:
+        actions = method(self, frame)
+        self._hold_until_created(actions)
+        return actions
+
+    return decide
+
+
 class SessionState:
     """Everything one session decides. Not thread-safe; one instance per client connection."""
 
@@ -115,6 +127,8 @@ class SessionState:
         self._clock = clock
         self.input_rate = input_rate
         self.output_rate = output_rate
+        # The rates the URL declared: what a session.update's 24000 (the only value the SDK allows) stands for.
+        self._url_rates = {"input": input_rate, "output": output_rate}
         self._input_resampler: Resampler | None = self._new_resampler(input_rate, API_RATE)
         self._output_resamplers: dict[str, Resampler] = {}
         # session.created is held until the upstream has applied the server's defaults, so that the client's
@@ -129,6 +143,15 @@ class SessionState:
         self._unsent_first_audio: tuple[float, str] | None = None
         self._in_bytes_per_second = _BYTES_PER_SECOND_24K
         self._out_bytes_per_second = _BYTES_PER_SECOND_24K
+        # G.711 passes untouched: these follow the formats the client set (and the upstream's first session).
+        self._input_g711 = False
+        self._output_g711 = False
+        self._g711_responses: dict[str, bool] = {}  # response id → its audio is G.711 (from response.created)
+        # Responses cut by barge-in or response.cancel: none of their audio (nor a resampler tail) follows.
+        self._cut_responses: set[str] = set()
+        self._interrupts = True
+        self._created_sent = False
+        self._before_created: list[str] = []
         #: Per-identity counters; the session sets them for its identity (a no-op unless the label is on).
         self.identity_metrics: IdentityMetrics = NO_IDENTITY_METRICS
         self.turns = 0
@@ -154,6 +177,7 @@ class SessionState:
 
     # -- client → upstream -----------------------------------------------------------------------------------
 
+    @_created_first
     def from_client_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the client."""
         actions = Actions()
@@ -210,6 +234,11 @@ class SessionState:
         elif event_type == "response.create":
             self._mark_turn_end(TRIGGER_RESPONSE_CREATE)
             actions.to_upstream.append(text)
+        elif event_type == "response.cancel":
+            self._cut_playing()
+            actions.to_upstream.append(text)
+        elif event_type == "conversation.item.create":
+            self._item_create(actions, event, text)
         else:
             actions.to_upstream.append(text)
         if not actions.to_client:  # an event refused with an error was not forwarded
@@ -237,6 +266,7 @@ class SessionState:
             )
         return text
 
+    @_created_first
     def from_client_bytes(self, data: bytes) -> Actions:
         """Decide what to do with a binary frame: raw PCM16LE mono at the session's input rate."""
         actions = Actions()
@@ -249,7 +279,7 @@ class SessionState:
                 "(RELAY_MAX_MESSAGE_BYTES); send 20-100 ms of audio per frame.",
             )
             return actions
-        if not data or len(data) % 2:
+        if not data or (len(data) % 2 and not self._input_g711):
             self._client_error(
                 actions,
                 protocol.BAD_AUDIO,
@@ -277,8 +307,8 @@ class SessionState:
         self, actions: Actions, event: dict[str, Any], text: str, event_id: str | None
     ) -> None:
         audio = event.get("audio")
-        if self._input_resampler is None:
-            # 24 kHz in, 24 kHz up: forward the frame as it came, decoding nothing.
+        if self._input_resampler is None or self._input_g711:
+            # 24 kHz in, 24 kHz up (or G.711): forward the frame as it came, decoding nothing.
             if isinstance(audio, str):
                 nbytes = _decoded_length(audio)
                 if self._frame_too_long(actions, nbytes / self._in_bytes_per_second, event_id):
@@ -367,7 +397,8 @@ class SessionState:
 
     def _forward_pcm(self, actions: Actions, pcm: bytes, event_id: str | None = None) -> None:
         """Send client PCM upstream at 24 kHz; a long input is resampled in slices (see `Actions`)."""
-        if self._frame_too_long(actions, len(pcm) / (2 * self.input_rate), event_id):
+        bytes_per_second = self._in_bytes_per_second if self._input_g711 else 2 * self.input_rate
+        if self._frame_too_long(actions, len(pcm) / bytes_per_second, event_id):
             return
         if not pcm:  # nothing to resample: the upstream judges an empty append as it would without the relay
             empty = {"type": "input_audio_buffer.append", "audio": ""}
@@ -395,6 +426,7 @@ class SessionState:
         if not isinstance(audio, dict):
             actions.to_upstream.append(text)
             return
+        self._note_client_formats(actions, session)
         new_rates: dict[str, int] = {}
         for direction in ("input", "output"):
             fmt = audio.get(direction, {}).get("format") if isinstance(audio.get(direction), dict) else None
@@ -410,7 +442,7 @@ class SessionState:
                     event_id=event_id,
                 )
                 return
-            new_rates[direction] = fmt["rate"]
+            new_rates[direction] = self._url_rates[direction] if fmt["rate"] == API_RATE else fmt["rate"]
             fmt["rate"] = API_RATE
         if not new_rates:
             actions.to_upstream.append(text)
@@ -437,11 +469,11 @@ class SessionState:
         actions.to_upstream.append(protocol.dumps(event))
 
     def _flush_input(self, actions: Actions) -> None:
-        if self._input_resampler is not None:
+        if self._input_resampler is not None and not self._input_g711:
             self._send_audio(actions, self._input_resampler.flush())
 
     def _resample_in(self, pcm: bytes) -> bytes:
-        if self._input_resampler is None:
+        if self._input_resampler is None or self._input_g711:
             return pcm
         started = self._clock()
         out = self._input_resampler.process(pcm)
@@ -450,6 +482,7 @@ class SessionState:
 
     # -- upstream → client -----------------------------------------------------------------------------------
 
+    @_created_first
     def from_upstream_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the upstream."""
         actions = Actions()
@@ -490,6 +523,7 @@ class SessionState:
 
     def _on_session_event(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         self._note_audio_formats(event)
+        self._note_upstream_session(event)
         if event["type"] == "session.created" and self._awaiting_defaults:
             self._held_created = event
             return
@@ -497,12 +531,8 @@ class SessionState:
             # The reply to the server's defaults becomes the client's session.created.
             self._awaiting_defaults = False
             event["type"] = "session.created"
-            self._show_client_rates(event)
             self._held_created = None
-            actions.to_client.append(protocol.dumps(event))
-            return
-        self._show_client_rates(event)
-        actions.to_client.append(protocol.dumps(event))
+        self._to_client_session(actions, event)
 
     def _on_error(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         error = event.get("error")
@@ -515,8 +545,7 @@ class SessionState:
             # The upstream refused the server's defaults: show the session as it is, and say why.
             self._awaiting_defaults = False
             held, self._held_created = self._held_created, None
-            self._show_client_rates(held)
-            actions.to_client.append(protocol.dumps(held))
+            self._to_client_session(actions, held)
             error["message"] = f"The relay's session defaults were refused upstream: {error.get('message')}"
             actions.to_client.append(protocol.dumps(event))
             return
@@ -537,23 +566,89 @@ class SessionState:
             rates.append(_BYTES_PER_SECOND_G711 if g711 else _BYTES_PER_SECOND_24K)
         self._in_bytes_per_second, self._out_bytes_per_second = rates
 
-    def _show_client_rates(self, event: dict[str, Any]) -> None:
-        audio = event.get("session", {}).get("audio")
-        if not isinstance(audio, dict):
+    def _to_client_session(self, actions: Actions, event: dict[str, Any]) -> None:
+        # The spec's fields stay as the upstream sent them; the client's own rates go in the relay's field.
+        session_audio.present_rates(event, self.input_rate, self.output_rate)
+        actions.to_client.append(protocol.dumps(event))
+        if event["type"] == "session.created" and not self._created_sent:
+            self._created_sent = True
+            actions.to_client.extend(self._before_created)
+            self._before_created.clear()
+
+    def _hold_until_created(self, actions: Actions) -> None:
+        if self._created_sent:
             return
-        for direction, rate in (("input", self.input_rate), ("output", self.output_rate)):
-            fmt = audio.get(direction, {}).get("format")
-            if isinstance(fmt, dict) and fmt.get("type") == "audio/pcm" and rate != API_RATE:
-                fmt["rate"] = rate
+        if actions.close is not None:
+            # The session ends before it was created: the client hears why, in order.
+            actions.to_client[:0] = self._before_created
+            self._before_created.clear()
+            return
+        self._before_created.extend(actions.to_client)
+        actions.to_client.clear()
+
+    def _note_client_formats(self, actions: Actions, session: Any) -> None:
+        for direction in ("input", "output"):
+            kind = session_audio.format_type(session_audio.format_of(session, direction))
+            if kind is None:
+                continue
+            g711 = session_audio.is_g711(kind)
+            if direction == "input" and g711 and not self._input_g711:
+                self._flush_input(actions)  # PCM already resampled goes up before G.711 bytes follow
+            setattr(self, f"_{direction}_g711", g711)
+
+    def _note_upstream_session(self, event: dict[str, Any]) -> None:
+        session = event.get("session")
+        if event["type"] == "session.created":
+            for direction in ("input", "output"):
+                kind = session_audio.format_type(session_audio.format_of(session, direction))
+                setattr(self, f"_{direction}_g711", session_audio.is_g711(kind))
+        audio = session.get("audio") if isinstance(session, dict) else None
+        side = audio.get("input") if isinstance(audio, dict) else None
+        if isinstance(side, dict) and "turn_detection" in side:
+            detection = side["turn_detection"]
+            self._interrupts = (
+                isinstance(detection, dict) and detection.get("interrupt_response", True) is not False
+            )
+
+    def _cut_playing(self) -> None:
+        self._cut_responses |= self._audio_started | set(self._output_resamplers) | set(self._awaiting_audio)
+        self._output_resamplers.clear()
+
+    def _item_create(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        parts = [p for p, d in session_audio.audio_contents(event.get("item")) if d == "input"]
+        if self.input_rate == API_RATE or self._input_g711 or not parts:
+            actions.to_upstream.append(text)
+            return
+        for part in parts:
+            part["audio"] = self._convert_whole(part["audio"], self.input_rate, API_RATE)
+        actions.to_upstream.append(protocol.dumps(event))
+
+    def _on_item_retrieved(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        changed = False
+        for part, direction in session_audio.audio_contents(event.get("item")):
+            rate = self.input_rate if direction == "input" else self.output_rate
+            if rate != API_RATE and not getattr(self, f"_{direction}_g711"):
+                part["audio"] = self._convert_whole(part["audio"], API_RATE, rate)
+                changed = True
+        actions.to_client.append(protocol.dumps(event) if changed else text)
+
+    def _convert_whole(self, b64: str, in_rate: int, out_rate: int) -> str:
+        # A whole clip at once: what the resampler holds back belongs to it, so it is flushed right away.
+        resampler = make_resampler(in_rate, out_rate, self._quality)
+        pcm = base64.b64decode(b64)
+        pcm = pcm[: len(pcm) - len(pcm) % 2]
+        return base64.b64encode(resampler.process(pcm) + resampler.flush()).decode()
 
     def _on_audio_delta(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         response_id = str(event.get("response_id", ""))
         delta = event.get("delta")
         if isinstance(delta, str):
             actions.audio_to_client = self._count_audio_out(_decoded_length(delta))
+        if response_id in self._cut_responses:
+            return  # the response was cut: audio still in flight from the upstream is not played
         if response_id not in self._audio_started:
             self._first_audio_of(response_id, actions)
-        if self.output_rate == API_RATE or not isinstance(delta, str):
+        if self.output_rate == API_RATE or not isinstance(delta, str) or self._g711_output_of(response_id):
             actions.to_client.append(text)
             return
         resampler = self._output_resamplers.get(response_id)
@@ -593,6 +688,8 @@ class SessionState:
     def _on_speech_started(self, actions: Actions, event: dict[str, Any], text: str) -> None:
         # The user spoke again before a response was created: their turn ends at the next speech_stopped.
         self._turn_end = None
+        if self._interrupts:
+            self._cut_playing()
         actions.to_client.append(text)
 
     def _on_speech_stopped(self, actions: Actions, event: dict[str, Any], text: str) -> None:
@@ -607,6 +704,9 @@ class SessionState:
             self._awaiting_audio[response_id] = self._turn_end
             self._turn_end = None
             self.responses_in_progress.add(response_id)
+            kind = session_audio.format_type(session_audio.format_of(response, "output"))
+            g711 = self._output_g711 if kind is None else session_audio.is_g711(kind)
+            self._g711_responses[response_id] = g711
         actions.to_client.append(text)
 
     def _on_response_done(self, actions: Actions, event: dict[str, Any], text: str) -> None:
@@ -617,6 +717,8 @@ class SessionState:
             self._awaiting_audio.pop(response_id, None)
             self._audio_started.discard(response_id)
             self.responses_in_progress.discard(response_id)
+            self._g711_responses.pop(response_id, None)
+            self._cut_responses.discard(response_id)
             spent = self._settle_usage(response.get("usage"))
             if spent is not None:
                 # The response still reaches the client; the session ends right after it.
@@ -695,6 +797,9 @@ class SessionState:
         if self._turn_end is None:
             self._turn_end = (self._clock(), trigger)
 
+    def _g711_output_of(self, response_id: str) -> bool:
+        return self._g711_responses.get(response_id, self._output_g711)
+
     def _first_audio_of(self, response_id: str, actions: Actions) -> None:
         self._audio_started.add(response_id)
         if response_id in self._awaiting_audio:
@@ -767,6 +872,7 @@ _UPSTREAM_HANDLERS: dict[str, _Handler] = {
     "error": SessionState._on_error,
     "response.output_audio.delta": SessionState._on_audio_delta,
     "response.output_audio.done": SessionState._on_audio_done,
+    "conversation.item.retrieved": SessionState._on_item_retrieved,
     "input_audio_buffer.speech_started": SessionState._on_speech_started,
     "input_audio_buffer.speech_stopped": SessionState._on_speech_stopped,
     "response.created": SessionState._on_response_created,

@@ -16,6 +16,7 @@ import pytest
 
 from relay.fake.model import FakeOptions
 from relay.fake.server import FakeRealtimeServer
+from tests import sdk_events
 from tests.harness import (
     InProcessRelay,
     LoopbackUrls,
@@ -41,6 +42,26 @@ def _key_forms(key: str) -> list[bytes]:
 
 
 _PROXIES: list[ScanningProxy] = []
+
+sdk_events.install()
+
+
+@pytest.fixture(autouse=True)
+def _events_match_the_sdk(request: pytest.FixtureRequest) -> Any:
+    """Every event on a socket of this test validates against the `openai` package's types, or the test fails.
+
+    A test that sends invalid client events on purpose says so with `@pytest.mark.invalid_client_events`; the
+    server events it receives are still checked.
+    """
+    checker = sdk_events.EventChecker(
+        check_client=request.node.get_closest_marker("invalid_client_events") is None
+    )
+    sdk_events.push(checker)
+    yield checker
+    sdk_events.pop()
+    assert not checker.problems, "events that the openai SDK's types refuse:\n" + "\n".join(
+        checker.problems[:20]
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

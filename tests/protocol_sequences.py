@@ -1,6 +1,7 @@
 """Event sequences of the GA protocol that the simulated model's tests expect."""
 
-#: One voice turn with server VAD, deltas left out (realtime-protocol order, then the rate limits).
+#: One voice turn with server VAD, deltas left out (realtime-protocol order; the rate limits as the response
+#: starts, where the SDK documents them; input transcription, when on, arrives asynchronously in between).
 VOICE_TURN = [
     "input_audio_buffer.speech_started",
     "input_audio_buffer.speech_stopped",
@@ -8,6 +9,7 @@ VOICE_TURN = [
     "conversation.item.added",
     "conversation.item.done",
     "response.created",
+    "rate_limits.updated",
     "response.output_item.added",
     "conversation.item.added",
     "response.content_part.added",
@@ -17,5 +19,4 @@ VOICE_TURN = [
     "response.output_item.done",
     "conversation.item.done",
     "response.done",
-    "rate_limits.updated",
 ]

@@ -216,6 +216,7 @@ async def test_daily_token_budget_ends_the_session_then_refuses_at_the_door(
     assert rejections(relay, "token_budget") == 1
 
 
+@pytest.mark.invalid_client_events
 async def test_oversized_messages_are_refused_and_not_forwarded(
     relay_factory: Any, fake_upstream: FakeRealtimeServer
 ) -> None:

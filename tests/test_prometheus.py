@@ -127,7 +127,7 @@ async def voice_session(relay: Any) -> RealtimeClient:
     """One voiced turn through the relay, then the client closes."""
     client = await RealtimeClient.open(relay.ws_url)
     await client.send_audio(voiced_turn(), 24000)
-    await client.wait_for("rate_limits.updated")
+    await client.wait_for("response.done")  # the turn is over (rate limits come at its start)
     await client.close()
     return client
 

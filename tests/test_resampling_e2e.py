@@ -83,8 +83,10 @@ async def test_44k1_recording_arrives_as_the_same_speech_at_24k(
                 )
             )
             updated = await wait_for(ws, "session.updated")
-            while updated["session"]["audio"]["input"]["format"]["rate"] != 44100:
+            while updated["relay"]["input_rate"] != 44100:
                 updated = await wait_for(ws, "session.updated")
+            # The spec's field keeps the API's rate (the SDK types it as 24000); the relay says the client's.
+            assert updated["session"]["audio"]["input"]["format"]["rate"] == 24000
         for frame in random_frames(recording, seed=7):
             if carrier == "binary":
                 await ws.send(frame)
@@ -143,7 +145,8 @@ async def test_output_at_the_clients_rate(relay: ProxiedRelay, fake_upstream: Fa
     speech = speech_wav("Hello there.", 24000)
     async with websockets.connect(relay.ws_url + "?output_rate=48000", max_size=None) as ws:
         created = await wait_for(ws, "session.created")
-        assert created["session"]["audio"]["output"]["format"]["rate"] == 48000
+        assert created["relay"] == {"input_rate": 24000, "output_rate": 48000}
+        assert created["session"]["audio"]["output"]["format"]["rate"] == 24000
         assert created["session"]["audio"]["input"]["format"]["rate"] == 24000
         await ws.send(json.dumps(MANUAL_TURNS))
         await ws.send(speech.tobytes())

@@ -15,8 +15,11 @@ from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.session_state import DEFAULTS_EVENT_ID, SessionState
 
+CREATED = json.dumps({"type": "session.created", "event_id": "event_0", "session": {"type": "realtime"}})
 
-def make_state(**kwargs: Any) -> SessionState:
+
+def make_state(*, created: bool = True, **kwargs: Any) -> SessionState:
+    """A session state; with `created`, past the upstream's session.created (which the client sees first)."""
     options: dict[str, Any] = {
         "metrics": RelayMetrics(),
         "policy": SessionPolicy(),
@@ -24,7 +27,10 @@ def make_state(**kwargs: Any) -> SessionState:
         "bounds": SessionBounds(max_message_bytes=1 << 20),
     }
     options.update(kwargs)
-    return SessionState(**options)
+    state = SessionState(**options)
+    if created and "session_defaults" not in kwargs:
+        state.from_upstream_text(CREATED)
+    return state
 
 
 def sent(texts: list[str]) -> list[dict[str, Any]]:
@@ -56,12 +62,16 @@ def test_malformed_json_gets_error_and_nothing_goes_upstream() -> None:
     assert state.from_client_text('{"type":"input_audio_buffer.clear"}').to_upstream
 
 
-def test_unknown_event_type_is_refused_with_policy_violation() -> None:
+def test_unknown_event_type_is_refused_as_openai_refuses_it() -> None:
     state = make_state()
     actions = state.from_client_text('{"type":"session.hack","event_id":"x1"}')
     assert actions.to_upstream == []
     [error] = sent(actions.to_client)
-    assert error["error"]["code"] == "relay_policy_violation"
+    assert (error["error"]["type"], error["error"]["code"], error["error"]["param"]) == (
+        "invalid_request_error",
+        "invalid_value",
+        "type",
+    )
     assert error["error"]["event_id"] == "x1"
 
 
@@ -134,7 +144,7 @@ def test_bad_declared_rate_gets_bad_audio_naming_the_range(rate: Any) -> None:
 
 
 def test_client_sees_its_own_rates_in_session_events() -> None:
-    state = make_state(input_rate=44100, output_rate=48000)
+    state = make_state(created=False, input_rate=44100, output_rate=48000)
     created = {
         "type": "session.created",
         "event_id": "event_1",
@@ -146,8 +156,10 @@ def test_client_sees_its_own_rates_in_session_events() -> None:
         },
     }
     [shown] = sent(state.from_upstream_text(json.dumps(created)).to_client)
-    assert shown["session"]["audio"]["input"]["format"]["rate"] == 44100
-    assert shown["session"]["audio"]["output"]["format"]["rate"] == 48000
+    # The spec's fields stay as the upstream sent them (the SDK types them as 24000); the relay says the rest.
+    assert shown["session"]["audio"]["input"]["format"]["rate"] == 24000
+    assert shown["session"]["audio"]["output"]["format"]["rate"] == 24000
+    assert shown["relay"] == {"input_rate": 44100, "output_rate": 48000}
 
 
 def test_defaults_reply_becomes_session_created() -> None:

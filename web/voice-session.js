@@ -73,7 +73,7 @@ export class VoiceSession {
     switch (type) {
       case "session.created":
       case "session.updated":
-        this.#noteSession(event.session);
+        this.#noteSession(event);
         break;
       case "input_audio_buffer.speech_started":
         this.userSpeaking = true;
@@ -186,9 +186,12 @@ export class VoiceSession {
     this.onChange("user");
   }
 
-  #noteSession(session) {
-    const inputRate = session?.audio?.input?.format?.rate;
-    const outputRate = session?.audio?.output?.format?.rate;
+  // The relay tells the client its own PCM rates in its `relay` field; the spec's `format.rate` stays the API's
+  // 24000 (what the SDK's types allow), so it is only the fallback for a server that does not convert.
+  #noteSession(event) {
+    const session = event?.session;
+    const inputRate = event?.relay?.input_rate ?? session?.audio?.input?.format?.rate;
+    const outputRate = event?.relay?.output_rate ?? session?.audio?.output?.format?.rate;
     if (Number.isFinite(inputRate)) this.debug.sessionInputRate = inputRate;
     if (Number.isFinite(outputRate)) {
       this.debug.sessionOutputRate = outputRate;

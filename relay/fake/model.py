@@ -15,6 +15,7 @@ import base64
 import binascii
 import copy
 import functools
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,13 +29,17 @@ from relay.fake.replies import compose_reply, speech_ms
 from relay.fake.response import Event, ResponseConfig, ResponseStream, Timing, event
 from relay.fake.response_request import parse_response_request
 from relay.fake.signals import BYTES_PER_SAMPLE, duration_ms, ms_to_bytes
-from relay.fake.usage import input_usage, rate_limits_event, transcription_usage
+from relay.fake.transcription import TranscriptStream
+from relay.fake.usage import input_usage, rate_limits_event
 from relay.fake.vad import EnergyVad, VadEvent, VadSettings
 from relay.protocol import API_RATE, CLIENT_EVENTS, error_event, loads, new_id
 
 __all__ = ["FakeOptions", "SimulatedModel", "beta_rejection_events"]
 
 MAX_APPEND_BYTES = 15 * 1024 * 1024
+#: `status_details.error` of a response that failed on a fault switch, as the API reports them.
+SERVER_FAILURE: dict[str, Any] = {"type": "server_error", "code": "server_error"}
+RATE_LIMITED: dict[str, Any] = {"type": "rate_limit_exceeded", "code": "rate_limit_exceeded"}
 MIN_COMMIT_MS = 100
 #: While nobody speaks, the VAD keeps only this much audio beyond the prefix padding.
 IDLE_BUFFER_MS = 1000
@@ -62,9 +67,17 @@ class SimulatedModel:
         *,
         audio_sink: bytearray | None = None,
         clock: Callable[[], float] = time.time,
+        transcription_only: bool = False,
     ) -> None:
         self.options = options
-        self.session = session_config.default_session(model, int(clock() + options.session_seconds))
+        expires_at = int(clock() + options.session_seconds)
+        self.session = (
+            session_config.transcription_session(expires_at)
+            if transcription_only
+            else session_config.default_session(model, expires_at)
+        )
+        self._background: list[TranscriptStream] = []
+        self._responses = 0
         self.conversation = Conversation(new_id("conv_"))
         self._audio_sink = audio_sink
         self._buffer = bytearray()
@@ -120,6 +133,11 @@ class SimulatedModel:
         return [
             error_event("session_expired", f"Your session hit the maximum duration of {minutes:g} minutes.")
         ]
+
+    def pop_background(self) -> list[TranscriptStream]:
+        """Transcriptions started by the last `handle` call, once; the caller paces them beside any response."""
+        started, self._background = self._background, []
+        return started
 
     def pop_started_response(self) -> ResponseStream | None:
         """The response started by the last `handle` call, once; the caller paces its events."""
@@ -263,10 +281,12 @@ class SimulatedModel:
             self._speech_item_id = new_id("item_")
             self._speech_start = vad_event.sample
             self._idle_deadline = None
+            # The documented start includes the prefix padding kept before the detected onset.
+            padded = max(0, vad_event.sample - self._vad.settings.prefix_padding_ms * SAMPLES_PER_MS)
             out = [
                 event(
                     "input_audio_buffer.speech_started",
-                    audio_start_ms=vad_event.sample // SAMPLES_PER_MS,
+                    audio_start_ms=padded // SAMPLES_PER_MS,
                     item_id=self._speech_item_id,
                 )
             ]
@@ -275,10 +295,11 @@ class SimulatedModel:
             return out
         item_id = self._speech_item_id or new_id("item_")
         self._speech_item_id = None
+        # The documented end includes the silence the detector waited for before deciding.
         out = [
             event(
                 "input_audio_buffer.speech_stopped",
-                audio_end_ms=vad_event.sample // SAMPLES_PER_MS,
+                audio_end_ms=vad_event.detected_at // SAMPLES_PER_MS,
                 item_id=item_id,
             )
         ]
@@ -290,7 +311,11 @@ class SimulatedModel:
         self._buffer_start = end
         speech = ((self._speech_start - start) * 2, (vad_event.sample - start) * 2)
         out.extend(self._commit_audio(audio, item_id, speech))
-        if detection.get("create_response", True) and self._active is None:
+        if (
+            self.session["type"] == "realtime"
+            and detection.get("create_response", True)
+            and self._active is None
+        ):
             out.extend(self._start_response({}))
         return out
 
@@ -367,23 +392,23 @@ class SimulatedModel:
         return out
 
     def _transcribe(self, stored: StoredItem) -> list[Event]:
+        # Transcription runs beside the response: its events follow asynchronously (see pop_background).
         transcription = self.session["audio"]["input"]["transcription"]
         if transcription is None:
             return []
         seconds = speech_ms(stored) / 1000
         transcript = f"(simulated transcript: {seconds:.1f} s of speech)"
-        stored.item["content"][0]["transcript"] = transcript
-        usage = transcription_usage(transcription["model"], seconds, transcript)
-        ids = {"item_id": stored.id, "content_index": 0}
-        return [
-            event("conversation.item.input_audio_transcription.delta", **ids, delta=transcript),
-            event(
-                "conversation.item.input_audio_transcription.completed",
-                **ids,
-                transcript=transcript,
-                usage=usage,
-            ),
-        ]
+        self._background.append(
+            TranscriptStream(
+                stored,
+                transcript,
+                transcription["model"],
+                seconds,
+                delay=self.options.transcription_delay,
+                fail=self.options.fail_transcription,
+            )
+        )
+        return []
 
     def _output_buffer_clear(self, client_event: dict[str, Any]) -> list[Event]:
         raise ProtocolError(
@@ -442,7 +467,9 @@ class SimulatedModel:
             raise missing("audio_end_ms")
         if isinstance(content_index, bool) or not isinstance(content_index, int):
             raise invalid_type("content_index", "an integer")
-        if isinstance(end_ms, bool) or not isinstance(end_ms, int | float) or end_ms < 0:
+        if isinstance(end_ms, bool) or not isinstance(end_ms, int):
+            raise invalid_type("audio_end_ms", "an integer")
+        if end_ms < 0:
             raise invalid_value("audio_end_ms", end_ms, "a non-negative integer")
         stored = self.conversation.get(item_id)
         if stored.item.get("role") != "assistant" or content_index not in stored.audio:
@@ -489,6 +516,8 @@ class SimulatedModel:
         return self._active.cancel("client_cancelled")
 
     def _start_response(self, raw_request: dict[str, Any]) -> list[Event]:
+        if self.session["type"] != "realtime":
+            raise ProtocolError("invalid_value", "A transcription session does not create responses.", "type")
         if self._active is not None:
             raise ProtocolError(
                 "conversation_already_has_active_response",
@@ -497,7 +526,14 @@ class SimulatedModel:
             )
         request = parse_response_request(raw_request, self.session)
         context = self._context(raw_request)
-        reply = compose_reply(context, request.output_modalities, request.tools, request.tool_choice)
+        parallel = self.session.get("parallel_tool_calls", True) is not False
+        reply = compose_reply(
+            context,
+            request.output_modalities,
+            request.tools,
+            request.tool_choice,
+            parallel_tool_calls=parallel,
+        )
         usage = input_usage(context, request.instructions, self._last_input_usage)
         self._last_input_usage = usage
         config = ResponseConfig(
@@ -508,18 +544,41 @@ class SimulatedModel:
             metadata=request.metadata,
             input_usage=usage,
             encode_audio=self._encoder(request.audio_output["format"]["type"]),
+            failure=self._failure(),
         )
         stream = ResponseStream(
             config,
             reply,
-            Timing(self.options.first_audio_delay, self.options.pace_audio),
+            self._timing(),
             self.conversation if request.in_conversation else None,
             self._response_finished,
         )
         self._active = stream
         self._started = stream
         self._idle_deadline = None
-        return [stream.created_event()]
+        # The API reports rate limits as a response starts, counting what it reads.
+        read = sum(v for k, v in usage.items() if not k.startswith("cached"))
+        return [stream.created_event(), rate_limits_event(read, exhausted=config.failure is RATE_LIMITED)]
+
+    def _failure(self) -> dict[str, Any] | None:
+        """The error a response fails with when a fault switch says so (counted over the session's responses)."""
+        self._responses += 1
+        options = self.options
+        if (
+            options.rate_limit_after_responses is not None
+            and self._responses > options.rate_limit_after_responses
+        ):
+            return RATE_LIMITED
+        if options.fail_responses:
+            return SERVER_FAILURE
+        return None
+
+    def _timing(self) -> Timing:
+        options = self.options
+        rng = random.Random(options.seed)
+        return Timing(
+            options.first_audio_delay, options.pace_audio, options.audio_speed, options.chunk_ms, rng
+        )
 
     def _context(self, request: dict[str, Any]) -> list[StoredItem]:
         if "input" not in request:
@@ -540,6 +599,4 @@ class SimulatedModel:
             self._active = None
         # The idle timeout counts from when the reply has finished playing, on the input timeline.
         self._idle_deadline = self._vad.position + int(stream.audio_sent_ms) * SAMPLES_PER_MS
-        output = sum(stream.output_usage().values())
-        read = sum(v for k, v in stream.config.input_usage.items() if not k.startswith("cached"))
-        return [rate_limits_event(output + read)]
+        return []

@@ -15,7 +15,12 @@ ECHO_PADDING_MS = 50
 
 
 def compose_reply(
-    context: list[StoredItem], modalities: list[str], tools: list[dict[str, Any]], tool_choice: Any
+    context: list[StoredItem],
+    modalities: list[str],
+    tools: list[dict[str, Any]],
+    tool_choice: Any,
+    *,
+    parallel_tool_calls: bool = True,
 ) -> Reply:
     """Decide what the simulated model answers, from the newest meaningful item in the context."""
     last_user_text = ""
@@ -44,9 +49,17 @@ def compose_reply(
             continue
         last_kind = "user"
         break
-    tool = _choose_tool(tools, tool_choice, last_user_text, last_kind)
-    if tool is not None:
-        return Reply("function_call", function_name=str(tool["name"]), arguments=_example_arguments(tool))
+    chosen = _choose_tools(tools, tool_choice, last_user_text, last_kind)
+    if chosen:
+        # Every tool the user named is called in one response, one output item each, unless parallel calls are off.
+        first, *rest = chosen if parallel_tool_calls else chosen[:1]
+        more = [(str(tool["name"]), _example_arguments(tool)) for tool in rest]
+        return Reply(
+            "function_call",
+            function_name=str(first["name"]),
+            arguments=_example_arguments(first),
+            more_calls=more,
+        )
     if modalities == ["text"]:
         return Reply("text", text=reply_text)
     if reply_audio is None:
@@ -71,25 +84,26 @@ def speech_audio(stored: StoredItem, content_index: int) -> bytes:
     return audio[max(0, start - pad) : end + pad]
 
 
-def _choose_tool(
+def _choose_tools(
     tools: list[dict[str, Any]], tool_choice: Any, user_text: str, last_kind: str
-) -> dict[str, Any] | None:
+) -> list[dict[str, Any]]:
     functions = [t for t in tools if t.get("type") == "function"]
     if not functions or tool_choice == "none":
-        return None
+        return []
     if isinstance(tool_choice, dict):
-        return next((t for t in functions if t["name"] == tool_choice.get("name")), None)
+        return [t for t in functions if t["name"] == tool_choice.get("name")][:1]
     if tool_choice == "required":
-        return functions[0]
-    # "auto": call a function the user named, but never right after a function result (no call loops).
+        return functions[:1]
+    # "auto": call the functions the user named, but never right after a function result (no call loops).
     if last_kind != "user":
-        return None
+        return []
     spoken = user_text.lower()
+    named = []
     for tool in functions:
         name = str(tool["name"]).lower()
         if name in spoken or name.replace("_", " ") in spoken:
-            return tool
-    return None
+            named.append(tool)
+    return named
 
 
 def _example_arguments(tool: dict[str, Any]) -> str:

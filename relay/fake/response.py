@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import random
 import re
 from collections import deque
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from relay.fake.conversation import Conversation, StoredItem
-from relay.fake.signals import CHUNK_MS, chunks, duration_ms, ms_to_bytes
+from relay.fake.signals import CHUNK_MS, duration_ms, ms_to_bytes
 from relay.protocol import new_event_id, new_id
 
 #: Output audio costs one token per 50 ms (1200 per minute), roughly what the service bills.
@@ -52,14 +53,39 @@ class Reply:
     audio: bytes = b""
     function_name: str = ""
     arguments: str = "{}"
+    #: Further function calls of the same response (parallel tool calls), each its own output item.
+    more_calls: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
 class Timing:
-    """Pacing of a response: `first_delay` before the first content delta; `pace` sends audio in real time."""
+    """Pacing of a response, as the API streams it.
+
+    `first_delay` seconds pass before the first content delta. With `pace`, audio leaves `speed` times faster than
+    real time (the API sends faster than it plays, so a client builds a backlog); without, as fast as possible.
+    Each audio delta lasts a duration drawn from `chunk_ms` (inclusive bounds), so chunk sizes vary as on the wire.
+    """
 
     first_delay: float = 0.0
     pace: bool = False
+    speed: float = 1.0
+    chunk_ms: tuple[int, int] = (CHUNK_MS, CHUNK_MS)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def split(self, pcm: bytes) -> list[bytes]:
+        """Cut audio into deltas of varying duration within `chunk_ms`."""
+        low, high = self.chunk_ms
+        pieces: list[bytes] = []
+        start = 0
+        while start < len(pcm):
+            size = ms_to_bytes(self.rng.randint(low, high))
+            pieces.append(pcm[start : start + size])
+            start += size
+        return pieces
+
+    def gap(self, previous_ms: float) -> float:
+        """Seconds to wait after a delta of `previous_ms` before the next one."""
+        return previous_ms / 1000 / self.speed if self.pace else 0.0
 
 
 @dataclass
@@ -74,6 +100,8 @@ class ResponseConfig:
     input_usage: dict[str, Any] = field(default_factory=dict)
     #: Turns the model's 24 kHz PCM16 into the wire format of `audio_output` (identity for PCM).
     encode_audio: Callable[[bytes], bytes] = bytes
+    #: When set, the response produces nothing and ends `failed` with this `status_details.error`.
+    failure: dict[str, Any] | None = None
 
 
 class ResponseStream:
@@ -98,6 +126,8 @@ class ResponseStream:
         self.status = "in_progress"
         self.status_details: dict[str, Any] | None = None
         self.item = StoredItem(self._initial_item())
+        # Output items already closed, before the current one (whose output_index is their count).
+        self._closed_items: list[StoredItem] = []
         self._item_added = False
         self._item_done = False
         self._part_open = False
@@ -149,15 +179,7 @@ class ResponseStream:
 
     def _initial_item(self) -> dict[str, Any]:
         if self.reply.kind == "function_call":
-            return {
-                "id": new_id("item_"),
-                "type": "function_call",
-                "object": "realtime.item",
-                "status": "in_progress",
-                "call_id": new_id("call_", 16),
-                "name": self.reply.function_name,
-                "arguments": "",
-            }
+            return self._call_item(self.reply.function_name)
         return {
             "id": new_id("item_"),
             "type": "message",
@@ -169,6 +191,15 @@ class ResponseStream:
 
     def _plan(self) -> None:
         add = self._steps.append
+        failure = self.config.failure
+        if failure is not None:
+            add(
+                (
+                    self._timing.first_delay,
+                    lambda: self._done("failed", {"type": "failed", "error": dict(failure)}),
+                )
+            )
+            return
         add((0.0, self._add_item))
         if self.reply.kind == "function_call":
             self._plan_function_call()
@@ -192,23 +223,19 @@ class ResponseStream:
             audio = audio[: ms_to_bytes(max_ms)]
             self._incomplete = True
         words = split_deltas(transcript)
-        pieces = chunks(audio, CHUNK_MS)
+        pieces = self._timing.split(audio)
         previous_ms = 0.0
         for index, piece in enumerate(pieces):
             if index < len(words):
                 add((0.0, self._say(words[index])))
-            if index == 0:
-                delay = self._timing.first_delay
-            else:
-                delay = previous_ms / 1000 if self._timing.pace else 0.0
+            delay = self._timing.first_delay if index == 0 else self._timing.gap(previous_ms)
             add((delay, self._play(piece)))
             previous_ms = duration_ms(piece)
         for index, word in enumerate(words[len(pieces) :]):
             # Without any audio (all cut by max_output_tokens), the first content still waits first_delay.
             delay = self._timing.first_delay if not pieces and index == 0 else 0.0
             add((delay, self._say(word)))
-        tail = previous_ms / 1000 if self._timing.pace else 0.0
-        add((tail, self._close_and_finish))
+        add((self._timing.gap(previous_ms), self._close_and_finish))
 
     def _plan_text(self) -> None:
         add = self._steps.append
@@ -223,21 +250,51 @@ class ResponseStream:
             add((delay, self._say(word)))
         add((0.0, self._close_and_finish))
 
+    @staticmethod
+    def _call_item(name: str) -> dict[str, Any]:
+        return {
+            "id": new_id("item_"),
+            "type": "function_call",
+            "object": "realtime.item",
+            "status": "in_progress",
+            "call_id": new_id("call_", 16),
+            "name": name,
+            "arguments": "",
+        }
+
     def _plan_function_call(self) -> None:
         add = self._steps.append
         for index, piece in enumerate(split_deltas(self.reply.arguments) or [""]):
             add((self._timing.first_delay if index == 0 else 0.0, self._argue(piece)))
+        for name, arguments in self.reply.more_calls:
+            add((0.0, self._next_call(name)))
+            for piece in split_deltas(arguments) or [""]:
+                add((0.0, self._argue(piece)))
         add((0.0, self._close_and_finish))
+
+    def _next_call(self, name: str) -> Callable[[], list[Event]]:
+        def produce() -> list[Event]:
+            out = self._close_open_parts(item_status="completed")
+            self._closed_items.append(self.item)
+            self.item = StoredItem(self._call_item(name))
+            self._item_added = self._item_done = False
+            self._arguments = ""
+            return out + self._add_item()
+
+        return produce
 
     # ----- step producers -----
 
     def _ids(self) -> dict[str, Any]:
-        return {"response_id": self.id, "item_id": self.item.id, "output_index": 0}
+        return {"response_id": self.id, "item_id": self.item.id, "output_index": len(self._closed_items)}
 
     def _add_item(self) -> list[Event]:
         self._item_added = True
+        index = len(self._closed_items)
         out = [
-            event("response.output_item.added", response_id=self.id, output_index=0, item=self.item.public())
+            event(
+                "response.output_item.added", response_id=self.id, output_index=index, item=self.item.public()
+            )
         ]
         if self._conversation is not None:
             previous = self._conversation.insert(self.item)
@@ -337,7 +394,10 @@ class ResponseStream:
             self.item.item["status"] = item_status
             out.append(
                 event(
-                    "response.output_item.done", response_id=self.id, output_index=0, item=self.item.public()
+                    "response.output_item.done",
+                    response_id=self.id,
+                    output_index=len(self._closed_items),
+                    item=self.item.public(),
                 )
             )
             if self._conversation is not None and self.item.id in self._conversation:
@@ -367,7 +427,8 @@ class ResponseStream:
 
     def output_usage(self) -> dict[str, int]:
         """Output tokens for what was actually produced."""
-        text = text_tokens(self._said if self.reply.kind != "function_call" else self._arguments)
+        arguments = "".join(str(i.item.get("arguments", "")) for i in self._closed_items) + self._arguments
+        text = text_tokens(self._said if self.reply.kind != "function_call" else arguments)
         audio = math.ceil(self.audio_sent_ms / AUDIO_MS_PER_OUTPUT_TOKEN)
         return {"text_tokens": text, "audio_tokens": audio}
 
@@ -396,7 +457,7 @@ class ResponseStream:
         }
 
     def _response_object(self, *, with_usage: bool) -> dict[str, Any]:
-        output = [self.item.public()] if self._item_added else []
+        output = [i.public() for i in self._closed_items] + ([self.item.public()] if self._item_added else [])
         return {
             "object": "realtime.response",
             "id": self.id,

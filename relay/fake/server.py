@@ -26,9 +26,11 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from relay.fake.model import SimulatedModel, beta_rejection_events
+from relay.fake.models import REALTIME_MODELS
 from relay.fake.options import FakeOptions
 from relay.fake.response import Event, ResponseStream
-from relay.protocol import dumps, loads
+from relay.fake.transcription import TranscriptStream
+from relay.protocol import dumps, error_event, loads
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -171,7 +173,8 @@ class FakeRealtimeServer:
         try:
             await asyncio.wait_for(server.wait_closed(), 5.0)
         except TimeoutError:
-            for connection in list(server.all_connections):
+            # websockets 17 also lists connections still in their handshake; 16 (which the Agents SDK pins) does not.
+            for connection in list(getattr(server, "all_connections", server.connections)):
                 connection.transport.abort()
             await server.wait_closed()
 
@@ -241,7 +244,7 @@ class FakeRealtimeServer:
         if options.handshake_delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), options.handshake_delay)
-        refusal = self._refusal(options, path, request.headers)
+        refusal = self._refusal(options, path, request.headers) or _model_refusal(query)
         if refusal is not None:
             status, body = refusal
             record.handshake_status = status
@@ -304,7 +307,10 @@ class _Session:
         self._record = record
         self._options = options
         self._model = SimulatedModel(
-            options, model_name, audio_sink=record.input_audio if options.record else None
+            options,
+            model_name,
+            audio_sink=record.input_audio if options.record else None,
+            transcription_only=record.query.get("intent") == "transcription",
         )
         record.model = self._model
         self._queue: asyncio.Queue[Event | _Close] = asyncio.Queue()
@@ -348,6 +354,8 @@ class _Session:
                 stream = self._model.pop_started_response()
                 if stream is not None:
                     self._spawn(self._pace(stream))
+                for transcript in self._model.pop_background():
+                    self._spawn(self._pace(transcript))
         except ConnectionClosed:
             pass
 
@@ -363,7 +371,7 @@ class _Session:
             self._record.notify()
         return self._model.handle(parsed)
 
-    async def _pace(self, stream: ResponseStream) -> None:
+    async def _pace(self, stream: ResponseStream | TranscriptStream) -> None:
         # Deadlines accumulate from the moment response.created was queued, so the first audio delta leaves
         # first_audio_delay after it, and pacing does not drift with scheduling jitter.
         loop = asyncio.get_running_loop()
@@ -390,6 +398,12 @@ class _Session:
                     self._record.notify()
                 await self._ws.send(dumps(item))
                 self.sent_count += 1
+                if self._options.server_error_after_events == self.sent_count:
+                    # The API's transient fault: an error event of type server_error, the session going on.
+                    message = "The server had an error while processing your request. Sorry about that!"
+                    await self._ws.send(
+                        dumps(error_event("server_error", message, error_type="server_error"))
+                    )
                 if self._options.garbage_after_events == self.sent_count and not self._garbage_sent:
                     self._garbage_sent = True
                     await self._ws.send(GARBAGE_FRAME)
@@ -408,6 +422,15 @@ class _Session:
             await asyncio.sleep(0.005)
         log.info("fake_connection_dropped", after_events=self.sent_count)
         transport.abort()
+
+
+def _model_refusal(query: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+    # The API refuses a model it does not serve before upgrading; transcription sessions name none.
+    model = query.get("model")
+    if model is None or model in REALTIME_MODELS:
+        return None
+    message = f"The model '{model}' does not exist or you do not have access to it."
+    return 400, _error_body(message, "invalid_request_error", "model_not_found")
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:

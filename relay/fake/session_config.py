@@ -10,17 +10,12 @@ import copy
 from typing import Any
 
 from relay.fake.errors import ProtocolError, invalid_type, invalid_value, missing, unknown
+from relay.fake.models import EFFORTS, TRANSCRIPTION_MODELS
 from relay.protocol import API_RATE, new_id
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 AUDIO_FORMATS = ("audio/pcm", "audio/pcmu", "audio/pcma")
-TRANSCRIPTION_MODELS = (
-    "whisper-1",
-    "gpt-4o-transcribe",
-    "gpt-4o-mini-transcribe",
-    "gpt-4o-transcribe-latest",
-)
 
 _TOP_LEVEL_KEYS = frozenset(
     {
@@ -36,8 +31,12 @@ _TOP_LEVEL_KEYS = frozenset(
         "truncation",
         "prompt",
         "include",
+        "reasoning",
+        "parallel_tool_calls",
     }
 )
+#: What a transcription session (`session.type: "transcription"`) may set: its input audio and `include`.
+_TRANSCRIPTION_KEYS = frozenset({"type", "audio", "include"})
 _SERVER_VAD_KEYS = frozenset(
     {
         "type",
@@ -71,6 +70,25 @@ def default_server_vad() -> dict[str, Any]:
 def default_semantic_vad() -> dict[str, Any]:
     """The semantic VAD settings used when a client switches to `semantic_vad` without details."""
     return {"type": "semantic_vad", "eagerness": "auto", "create_response": True, "interrupt_response": True}
+
+
+def transcription_session(expires_at: int) -> dict[str, Any]:
+    """A transcription-only session (`?intent=transcription`): input audio in, transcripts out, no responses."""
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": new_id("sess_"),
+        "expires_at": expires_at,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": API_RATE},
+                "transcription": {"model": "gpt-4o-transcribe", "language": None, "prompt": None},
+                "noise_reduction": None,
+                "turn_detection": default_server_vad(),
+            }
+        },
+        "include": None,
+    }
 
 
 def default_session(model: str, expires_at: int) -> dict[str, Any]:
@@ -117,12 +135,15 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_produced: bool) 
         raise invalid_type("session", "an object")
     if "type" not in update:
         raise missing("session.type")
+    if update["type"] not in ("realtime", "transcription"):
+        raise invalid_value("session.type", update["type"], "'realtime', 'transcription'")
+    if update["type"] != current["type"]:
+        raise invalid_value("session.type", update["type"], f"'{current['type']}' (a session keeps its type)")
+    allowed = _TOP_LEVEL_KEYS if update["type"] == "realtime" else _TRANSCRIPTION_KEYS
     for key in update:
-        if key not in _TOP_LEVEL_KEYS:
+        if key not in allowed:
             raise unknown(f"session.{key}")
     merged = copy.deepcopy(current)
-    if update["type"] != "realtime":
-        raise invalid_value("session.type", update["type"], "'realtime'")
     if "model" in update and update["model"] != current["model"]:
         raise ProtocolError(
             "invalid_value", "Cannot change the model of an existing session.", "session.model"
@@ -130,9 +151,7 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_produced: bool) 
     if "output_modalities" in update:
         merged["output_modalities"] = _modalities(update["output_modalities"], "session.output_modalities")
     if "instructions" in update:
-        if not isinstance(update["instructions"], str):
-            raise invalid_type("session.instructions", "a string")
-        merged["instructions"] = update["instructions"]
+        merged["instructions"] = _typed(update["instructions"], str, "session.instructions", "a string")
     if "audio" in update:
         _merge_audio(merged["audio"], update["audio"], audio_produced=audio_produced)
     if "tools" in update:
@@ -153,6 +172,12 @@ def apply_update(current: dict[str, Any], update: Any, *, audio_produced: bool) 
         if update["prompt"] is not None and not isinstance(update["prompt"], dict):
             raise invalid_type("session.prompt", "an object or null")
         merged["prompt"] = copy.deepcopy(update["prompt"])
+    if "reasoning" in update:
+        merged["reasoning"] = _reasoning(update["reasoning"], "session.reasoning")
+    if "parallel_tool_calls" in update:
+        merged["parallel_tool_calls"] = _typed(
+            update["parallel_tool_calls"], bool, "session.parallel_tool_calls", "a boolean"
+        )
     if "include" in update:
         include = update["include"]
         if include is not None and not (
@@ -187,6 +212,8 @@ def _merge_audio(audio: dict[str, Any], update: Any, *, audio_produced: bool) ->
             else:
                 raise unknown(param)
     if "output" in update:
+        if "output" not in audio:
+            raise unknown("session.audio.output")
         out = update["output"]
         if not isinstance(out, dict):
             raise invalid_type("session.audio.output", "an object")
@@ -232,8 +259,12 @@ def validate_format(value: Any, param: str) -> dict[str, Any]:
     return {"type": "audio/pcm", "rate": API_RATE}
 
 
-def validate_voice(value: Any, param: str) -> str:
-    """Check a voice name."""
+def validate_voice(value: Any, param: str) -> str | dict[str, str]:
+    """Check a voice: a built-in name, or a custom voice as `{"id": ...}`."""
+    if isinstance(value, dict):
+        if set(value) != {"id"} or not isinstance(value["id"], str) or not value["id"]:
+            raise invalid_value(param, value, "a voice name or {'id': '<voice id>'}")
+        return {"id": value["id"]}
     if not isinstance(value, str) or value not in VOICES:
         raise invalid_value(param, value, ", ".join(f"'{v}'" for v in VOICES))
     return value
@@ -304,7 +335,7 @@ def _transcription(value: Any, param: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise invalid_type(param, "an object or null")
     for key in value:
-        if key not in ("model", "language", "prompt"):
+        if key not in ("model", "language", "prompt", "languages", "keywords", "delay"):
             raise unknown(f"{param}.{key}")
     model = value.get("model", "whisper-1")
     if model not in TRANSCRIPTION_MODELS:
@@ -314,7 +345,39 @@ def _transcription(value: Any, param: str) -> dict[str, Any] | None:
         "language": value.get("language"),
         "prompt": value.get("prompt"),
     }
+    for key in ("languages", "keywords"):
+        if key in value:
+            if value[key] is not None and not (
+                isinstance(value[key], list) and all(isinstance(x, str) for x in value[key])
+            ):
+                raise invalid_type(f"{param}.{key}", "an array of strings or null")
+            result[key] = copy.deepcopy(value[key])
+    if "delay" in value:
+        if value["delay"] is not None and value["delay"] not in EFFORTS:
+            raise invalid_value(f"{param}.delay", value["delay"], ", ".join(f"'{e}'" for e in EFFORTS))
+        result["delay"] = value["delay"]
     return result
+
+
+def _typed(value: Any, kind: type, param: str, expected: str) -> Any:
+    """`value` when it is of JSON type `kind`, else the `invalid_type` error for `param`."""
+    if not isinstance(value, kind):
+        raise invalid_type(param, expected)
+    return value
+
+
+def _reasoning(value: Any, param: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid_type(param, "an object or null")
+    for key in value:
+        if key != "effort":
+            raise unknown(f"{param}.{key}")
+    effort = value.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        raise invalid_value(f"{param}.effort", effort, ", ".join(f"'{e}'" for e in EFFORTS))
+    return {"effort": effort}
 
 
 def _noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
@@ -322,7 +385,16 @@ def _noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict) or value.get("type") not in ("near_field", "far_field"):
         raise invalid_value(f"{param}.type", value, "'near_field', 'far_field'")
-    return {"type": value["type"]}
+    for key in value:
+        if key not in ("type", "strength"):
+            raise unknown(f"{param}.{key}")
+    result: dict[str, Any] = {"type": value["type"]}
+    if "strength" in value:
+        strength = value["strength"]
+        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, int | float)):
+            raise invalid_type(f"{param}.strength", "a number or null")
+        result["strength"] = strength
+    return result
 
 
 def _turn_detection(current: dict[str, Any] | None, value: Any, param: str) -> dict[str, Any] | None:

@@ -50,8 +50,12 @@ def transcription_usage(model: str, seconds: float, transcript: str) -> dict[str
     }
 
 
-def rate_limits_event(tokens_used: int) -> Event:
-    """`rate_limits.updated` after a response that used `tokens_used` tokens of a fresh per-minute window."""
+def rate_limits_event(tokens_used: int, *, exhausted: bool = False) -> Event:
+    """`rate_limits.updated` as a response starts that reads `tokens_used` tokens of a fresh per-minute window.
+
+    `exhausted` reports no tokens left (the rate-limit fault switch)."""
+    if exhausted:
+        tokens_used = RATE_LIMIT_TOKENS
     return event(
         "rate_limits.updated",
         rate_limits=[

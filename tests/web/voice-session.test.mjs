@@ -41,7 +41,8 @@ function setup(rate = RATE) {
   const session = new VoiceSession({ send: (e) => sent.push(e), player, debug, now: () => clock });
   session.handleServerEvent({
     type: "session.created",
-    session: { audio: { input: { format: { rate } }, output: { format: { rate } } } },
+    session: { audio: { input: { format: { rate: 24000 } }, output: { format: { rate: 24000 } } } },
+    relay: { input_rate: rate, output_rate: rate },
   });
   return { session, player, sent, debug, advance: (ms) => (clock += ms) };
 }
@@ -120,11 +121,19 @@ test("a typed message interrupts, cancels the running response, and starts the l
   assert.deepEqual(debug.turnLatenciesMs, [300]);
 });
 
+test("the relay's rate field wins over the spec's 24000", () => {
+  const { player, debug } = setup(44100);
+  assert.equal(debug.sessionOutputRate, 44100);
+  assert.equal(debug.sessionInputRate, 44100);
+  assert.equal(player.rate, 44100);
+});
+
 test("output at another rate than asked for is resampled before playing", () => {
   const { session, player } = setup(44100);
   session.handleServerEvent({
     type: "session.updated",
     session: { audio: { output: { format: { rate: 24000 } } } },
+    relay: { input_rate: 44100, output_rate: 24000 },
   });
   session.handleServerEvent(delta("a1", 2400)); // 100 ms at 24 kHz
   const [[, samples]] = player.pushed;
