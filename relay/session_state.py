@@ -522,6 +522,8 @@ class SessionState:
         )
 
     def _on_session_event(self, actions: Actions, event: dict[str, Any], text: str) -> None:
+        if not isinstance(event.get("session"), dict):
+            raise TypeError("its session is not an object")
         self._note_audio_formats(event)
         self._note_upstream_session(event)
         if event["type"] == "session.created" and self._awaiting_defaults:

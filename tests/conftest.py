@@ -54,7 +54,8 @@ def _events_match_the_sdk(request: pytest.FixtureRequest) -> Any:
     server events it receives are still checked.
     """
     checker = sdk_events.EventChecker(
-        check_client=request.node.get_closest_marker("invalid_client_events") is None
+        check_client=request.node.get_closest_marker("invalid_client_events") is None,
+        check_upstream=request.node.get_closest_marker("invalid_upstream_events") is None,
     )
     sdk_events.push(checker)
     yield checker

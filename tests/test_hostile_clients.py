@@ -269,6 +269,7 @@ async def test_a_client_that_does_not_answer_pings_is_ended(
     assert waited < 2 + END_GRACE_SECONDS + MARGIN, waited
 
 
+@pytest.mark.invalid_client_events
 async def test_refused_messages_are_counted_in_utf8_bytes(
     start_relay: Any, fake_upstream: FakeRealtimeServer
 ) -> None:

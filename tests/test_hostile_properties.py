@@ -9,6 +9,7 @@ import json
 import os
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,8 @@ from relay.protocol import CLIENT_EVENTS
 from relay.session_state import SessionState
 from tests.test_access import next_event, opened
 from tests.test_limits import ask_for_a_text_reply
+
+pytestmark = pytest.mark.invalid_client_events
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "60"))
 
