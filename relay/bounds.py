@@ -120,6 +120,9 @@ class PendingLedger:
 #: bursts up to two of the largest messages. Frames beyond it wait in the client's own TCP connection, so that a
 #: client sending giant or refused frames costs the loop no more than a fast honest one.
 CLIENT_BYTES_PER_SECOND = 1024 * 1024
+#: Frames per second a client may send on average, with bursts of twice as many: a browser sends 50-100; a flood
+#: of tiny frames would otherwise cost the loop per frame what the byte pace never sees.
+CLIENT_FRAMES_PER_SECOND = 1000
 
 
 class ClientPace:
@@ -128,7 +131,8 @@ class ClientPace:
     Audio sent at real time never waits. A client may send up to `ahead_seconds` of audio at once (a recording, a
     backlog after a network hiccup); beyond that the relay stops reading from it until real time catches up, so a
     client flooding audio costs the upstream and the loop no more than a real-time one. Bytes are paced the same
-    way at `CLIENT_BYTES_PER_SECOND`, whatever the frames carry. Idle time earns no credit beyond the burst.
+    way at `CLIENT_BYTES_PER_SECOND`, and frames at `CLIENT_FRAMES_PER_SECOND`, whatever they carry. Idle time
+    earns no credit beyond the burst.
     """
 
     def __init__(self, ahead_seconds: float, burst_bytes: int, clock: Callable[[], float]) -> None:
@@ -137,6 +141,7 @@ class ClientPace:
         self._clock = clock
         self._audio_ahead = 0.0
         self._bytes_ahead = 0.0
+        self._frames_ahead = 0.0
         self._at = clock()
 
     def _catch_up(self) -> None:
@@ -144,16 +149,19 @@ class ClientPace:
         elapsed, self._at = now - self._at, now
         self._audio_ahead = max(0.0, self._audio_ahead - elapsed)
         self._bytes_ahead = max(0.0, self._bytes_ahead - elapsed * CLIENT_BYTES_PER_SECOND)
+        self._frames_ahead = max(0.0, self._frames_ahead - elapsed * CLIENT_FRAMES_PER_SECOND)
 
     def wait_before(self) -> float:
         """Seconds to wait before reading the next frame (0 when the client is within its margins)."""
         self._catch_up()
         audio_wait = self._audio_ahead - self.ahead_seconds
         bytes_wait = (self._bytes_ahead - self.burst_bytes) / CLIENT_BYTES_PER_SECOND
-        return max(0.0, audio_wait, bytes_wait)
+        frames_wait = (self._frames_ahead - 2 * CLIENT_FRAMES_PER_SECOND) / CLIENT_FRAMES_PER_SECOND
+        return max(0.0, audio_wait, bytes_wait, frames_wait)
 
     def received(self, nbytes: int, audio_seconds: float) -> None:
         """Count a frame of `nbytes` from the client that carried `audio_seconds` of audio upstream."""
         self._catch_up()
         self._bytes_ahead += nbytes
+        self._frames_ahead += 1
         self._audio_ahead += audio_seconds

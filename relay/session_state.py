@@ -57,6 +57,8 @@ ASSISTANT_AUDIO_TOKENS_PER_SECOND = 20
 #: Above this size a frame whose quotes suggest duplicate keys is not re-parsed by the exact (slow) checker; what
 #: the policy judged is forwarded re-serialised instead, so the upstream sees exactly what was checked.
 _EXACT_DUPLICATE_CHECK_BYTES = 256 * 1024
+#: Answers held for the client until its session.created (more are dropped: one per bad frame is enough).
+_MAX_HELD_BEFORE_CREATED = 100
 #: Base64 audio longer than this is decoded a slice at a time (a multiple of 4 characters: whole base64 quanta).
 _DECODE_SLICE_CHARS = 256 * 1024
 
@@ -585,7 +587,9 @@ class SessionState:
             actions.to_client[:0] = self._before_created
             self._before_created.clear()
             return
-        self._before_created.extend(actions.to_client)
+        # Bounded: a client flooding bad frames before the upstream answers must not grow the relay's memory.
+        room = _MAX_HELD_BEFORE_CREATED - len(self._before_created)
+        self._before_created.extend(actions.to_client[: max(0, room)])
         actions.to_client.clear()
 
     def _note_client_formats(self, actions: Actions, session: Any) -> None:

@@ -19,6 +19,7 @@ from relay.policy import SessionPolicy
 from relay.protocol import CLIENT_EVENTS
 from relay.session_state import SessionState
 from tests.test_access import next_event, opened
+from tests.test_hostile_events import SESSION_CREATED
 from tests.test_limits import ask_for_a_text_reply
 
 pytestmark = pytest.mark.invalid_client_events
@@ -98,6 +99,13 @@ hostile_bytes = st.binary(max_size=3000)
 
 
 def make_state(input_rate: int = 48000) -> SessionState:
+    state = _new_state(input_rate)
+    # The client's first server event must be session.created; until it arrives the relay holds its answers.
+    state.from_upstream_text(json.dumps(SESSION_CREATED))
+    return state
+
+
+def _new_state(input_rate: int) -> SessionState:
     return SessionState(
         metrics=RelayMetrics(),
         policy=SessionPolicy(
