@@ -191,6 +191,12 @@ def current() -> EventChecker | None:
     return _CURRENT[-1] if _CURRENT else None
 
 
+def _realtime(connection: Connection) -> bool:
+    # Other WebSockets a test opens (a browser's WebDriver BiDi channel) speak other protocols.
+    request = connection.request
+    return request is None or request.path.split("?")[0].endswith("/realtime")
+
+
 def install() -> None:
     """Wrap `Connection.recv`/`send` once per process; the wrapped calls report to `current()`."""
     if getattr(Connection.recv, "_sdk_checked", False):
@@ -200,7 +206,7 @@ def install() -> None:
     @functools.wraps(original_recv)
     async def recv(self: Connection, *args: Any, **kwargs: Any) -> Any:
         message = await original_recv(self, *args, **kwargs)
-        checker = current()
+        checker = current() if _realtime(self) else None
         if checker is not None:
             if isinstance(self, ClientConnection):
                 checker.saw_server_event(message, "received by a client")
@@ -210,7 +216,7 @@ def install() -> None:
 
     @functools.wraps(original_send)
     async def send(self: Connection, message: Any, *args: Any, **kwargs: Any) -> None:
-        checker = current()
+        checker = current() if _realtime(self) else None
         if checker is not None:
             if isinstance(self, ClientConnection):
                 # A client talking to the relay may declare its rate in session.update; the relay's own upstream
