@@ -1,0 +1,194 @@
+"""The data path at its edges, over real sockets: the resampler's held-back audio, the frames held while the
+upstream connects, the close codes the upstream chooses, and the order of the door's limits.
+
+Unit-level companions (the resampler reset on `input_audio_buffer.clear`, the filter's DC gain) are here too, as
+they decide what audio reaches the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
+
+from relay.audio import make_resampler
+from relay.fake.server import FakeRealtimeServer
+from tests.conftest import ProxiedRelay
+from tests.test_access import OTHER_TOKEN, TOKEN, next_event, opened, refused
+from tests.test_limits import ask_for_a_text_reply, bearer, until_closed
+from tests.test_session_state import make_state, pcm, sent
+
+RelayFactory = Callable[..., Awaitable[ProxiedRelay]]
+
+# -- the input resampler: cleared with the buffer, flushed at the end -------------------------------------------
+
+
+def test_clear_drops_the_audio_the_resampler_holds() -> None:
+    state = make_state(input_rate=48000)
+    state.from_client_bytes(pcm(960, 48000))
+    clear = state.from_client_text('{"type":"input_audio_buffer.clear"}')
+    assert clear.to_upstream == ['{"type":"input_audio_buffer.clear"}']
+    # Nothing spoken before the clear may reach the model afterwards, neither at a commit nor at the end.
+    commit = state.from_client_text('{"type":"input_audio_buffer.commit"}')
+    assert [e["type"] for e in sent(commit.to_upstream)] == ["input_audio_buffer.commit"]
+    assert state.finish() == []
+
+
+def test_without_a_clear_the_held_audio_goes_up_before_the_commit() -> None:
+    """The counterpart of the test above: there is audio held back to lose."""
+    state = make_state(input_rate=48000)
+    state.from_client_bytes(pcm(960, 48000))
+    commit = state.from_client_text('{"type":"input_audio_buffer.commit"}')
+    assert [e["type"] for e in sent(commit.to_upstream)] == [
+        "input_audio_buffer.append",
+        "input_audio_buffer.commit",
+    ]
+
+
+async def test_a_client_that_leaves_still_delivers_its_last_audio(
+    relay: ProxiedRelay, fake_upstream: FakeRealtimeServer
+) -> None:
+    frames, samples = 10, 960  # 200 ms at 48 kHz
+    async with opened(f"{relay.ws_url}?input_rate=48000") as ws:
+        assert (await next_event(ws))["type"] == "session.created"
+        record = fake_upstream.connections[-1]
+        for n in range(frames):
+            await ws.send(pcm(samples, 48000, freq=300.0 + n))
+    await record.wait_closed()
+    # Everything sent, resampled to 24 kHz, including what the resampler held when the client left.
+    assert abs(len(record.input_audio) // 2 - frames * samples // 2) <= 1
+
+
+# -- the low-pass filter: unity gain at DC on every phase -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("in_rate", "out_rate"), [(44100, 24000), (16000, 24000), (24000, 44100), (11025, 24000)]
+)
+def test_a_constant_signal_keeps_its_level_at_every_output_phase(in_rate: int, out_rate: int) -> None:
+    resampler = make_resampler(in_rate, out_rate)
+    level = 30000
+    out = np.frombuffer(resampler.process(np.full(in_rate // 5, level, "<i2").tobytes()), "<i2")
+    bank = getattr(resampler, "bank")  # noqa: B009 - the low-latency resampler publishes its filter bank
+    settled = out[int(np.ceil(2 * bank.taps * out_rate / in_rate)) + 2 :]
+    assert len(settled) > 1000
+    assert settled.min() == settled.max() == level
+    # Each phase of the filter sums to one, so no phase-dependent ripple is added to any signal.
+    np.testing.assert_allclose(bank.rows.astype(np.float64).sum(axis=1), 1.0, atol=2e-6)
+
+
+# -- frames held while the upstream connects --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("held", "answered_while_connecting"), [(3, True), (4, False)])
+async def test_the_relay_holds_at_most_the_pending_limit_while_connecting(
+    relay_factory: RelayFactory, fake_upstream: FakeRealtimeServer, held: int, answered_while_connecting: bool
+) -> None:
+    """With RELAY_PENDING_EVENTS_LIMIT=3, three held frames leave the relay reading; a fourth makes it wait."""
+    fake_upstream.options.handshake_delay = 1.5
+    relay = await relay_factory(pending_events_limit="3")
+    async with opened(relay.ws_url) as ws:
+        record = await fake_upstream.wait_for_connection()
+        for _ in range(held):
+            await ws.send('{"type":"input_audio_buffer.clear"}')
+        await ws.send("{not json")
+        while (event := await next_event(ws))["type"] != "error":
+            pass
+        # The error is the relay's own answer to the bad frame: given at once, or only once the upstream is open.
+        assert event["error"]["code"] == "relay_bad_event"
+        assert (record.handshake_status is None) is answered_while_connecting, record.handshake_status
+        await record.wait_for_received("input_audio_buffer.clear", count=held)
+
+
+# -- close codes chosen by the upstream -------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def closing_upstream(code: int | None) -> AsyncIterator[str]:
+    """A Realtime-like upstream that opens a session, then closes with `code` (None: a close frame without one)."""
+
+    async def handler(ws: ServerConnection) -> None:
+        session = {"id": "sess_1", "type": "realtime"}
+        await ws.send(json.dumps({"type": "session.created", "event_id": "event_1", "session": session}))
+        async for message in ws:  # the relay applies its session defaults first
+            if json.loads(message)["type"] == "session.update":
+                await ws.send(
+                    json.dumps({"type": "session.updated", "event_id": "event_2", "session": session})
+                )
+                break
+        if code is None:
+            async with ws.send_context():
+                ws.protocol.send_close()
+        else:
+            await ws.close(code, "upstream says so")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/v1/realtime"
+
+
+@pytest.mark.parametrize(
+    ("upstream_code", "client_code"),
+    [
+        (1000, 1000),
+        (1001, 1001),
+        (1011, 1011),
+        (1014, 1014),
+        (3000, 3000),  # the first registered application code
+        (4000, 4000),  # private use: an upstream's own reasons
+        (4999, 4999),  # the last code a server may send
+        (None, 1000),  # 1005 "no status" may never be sent on the wire
+    ],
+)
+async def test_the_upstreams_close_code_reaches_the_client(
+    relay_factory: RelayFactory, upstream_code: int | None, client_code: int
+) -> None:
+    async with closing_upstream(upstream_code) as url:
+        relay = await relay_factory(upstream_url=url)
+        async with opened(relay.ws_url) as ws:
+            events, code = await until_closed(ws)
+    assert [e["type"] for e in events] == ["session.created"]
+    assert code == client_code
+    if upstream_code is not None:
+        assert ws.close_reason == "upstream says so"
+
+
+# -- the door's limits: the budget is asked before a slot is taken ------------------------------------------------
+
+
+async def test_a_client_refused_for_its_budget_holds_no_session_slot(relay_factory: RelayFactory) -> None:
+    relay = await relay_factory(
+        access_tokens=f"{TOKEN},{OTHER_TOKEN}", daily_token_budget="1", max_sessions="1"
+    )
+    async with opened(relay.ws_url, additional_headers=bearer(TOKEN)) as ws:
+        await next_event(ws)
+        await ask_for_a_text_reply(ws)
+        _, code = await until_closed(ws)
+    assert code == 1008
+    for _ in range(3):
+        spent = await refused(relay.ws_url, additional_headers=bearer(TOKEN))
+        spent.says(429, "relay_limit_exceeded", "RELAY_DAILY_TOKEN_BUDGET")
+    # The only slot is still free for someone else.
+    async with opened(relay.ws_url, additional_headers=bearer(OTHER_TOKEN)) as other:
+        assert (await next_event(other))["type"] == "session.created"
+    # And while it is taken, the full relay says so to the next identity with a budget.
+    async with opened(relay.ws_url, additional_headers=bearer(OTHER_TOKEN)) as other:
+        await next_event(other)
+        full = await refused(relay.ws_url, additional_headers=bearer(OTHER_TOKEN))
+        assert full.status == 503 and full.body["error"]["code"] == "relay_limit_exceeded"
+
+
+async def test_websockets_reports_a_codeless_close_as_1005() -> None:
+    async with closing_upstream(None) as url, websockets.connect(url) as ws:
+        await ws.recv()
+        await ws.send('{"type": "session.update", "session": {}}')
+        await ws.recv()
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == 1005
