@@ -375,13 +375,14 @@ def test_every_ga_client_event_is_counted_by_its_own_type(event_type: str) -> No
         event["audio"] = base64.b64encode(pcm(480, 24000)).decode()
     actions = state.from_client_text(json.dumps(event))
     assert actions.to_client == [] and actions.to_upstream
-    assert _sample(metrics, "relay_events_total", direction="to_upstream", type=event_type) == 1
+    assert exported(metrics, "relay_events_total", direction="to_upstream", type=event_type) == 1
 
 
 # -- what the metrics count --------------------------------------------------------------------------------------
 
 
-def _sample(metrics: RelayMetrics, name: str, **labels: str) -> float:
+def exported(metrics: RelayMetrics, name: str, /, **labels: str) -> float:
+    """The value of one exported sample; a sample that is not exported fails the test."""
     for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
@@ -394,12 +395,13 @@ def test_a_refused_event_is_not_counted_as_forwarded() -> None:
     state = make_state(metrics=metrics, policy=SessionPolicy(locked_fields=("instructions",)))
     actions = state.from_client_text(json.dumps({"type": "session.update", "session": {"instructions": "x"}}))
     assert actions.to_upstream == []
-    assert _sample(metrics, "relay_events_total", direction="to_upstream", type="session.update") == 0
-    assert _sample(metrics, "relay_errors_total", code="relay_policy_violation") == 1
+    assert exported(metrics, "relay_events_total", direction="to_upstream", type="session.update") == 0
+    assert exported(metrics, "relay_errors_total", code="relay_policy_violation") == 1
     # Bad audio is refused too, and not counted as an append.
     state.from_client_bytes(b"\0\0\0")
     assert (
-        _sample(metrics, "relay_events_total", direction="to_upstream", type="input_audio_buffer.append") == 0
+        exported(metrics, "relay_events_total", direction="to_upstream", type="input_audio_buffer.append")
+        == 0
     )
 
 
@@ -411,12 +413,12 @@ def test_payload_bytes_are_counted_as_bytes_not_characters() -> None:
     )
     assert len(text.encode()) > len(text)
     state.from_client_text(text)
-    assert _sample(metrics, "relay_bytes_total", direction="to_upstream") == len(text.encode())
+    assert exported(metrics, "relay_bytes_total", direction="to_upstream") == len(text.encode())
     reply = json.dumps({"type": "response.output_text.delta", "delta": "naïve ☃"}, ensure_ascii=False)
     state.from_upstream_text(reply)
-    assert _sample(metrics, "relay_bytes_total", direction="to_client") == len(reply.encode())
+    assert exported(metrics, "relay_bytes_total", direction="to_client") == len(reply.encode())
     state.from_client_bytes(b"\0" * 10)
-    assert _sample(metrics, "relay_bytes_total", direction="to_upstream") == len(text.encode()) + 10
+    assert exported(metrics, "relay_bytes_total", direction="to_upstream") == len(text.encode()) + 10
 
 
 # -- the upstream URL --------------------------------------------------------------------------------------------
