@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from relay import app as relay_app
 from relay import protocol
 from relay.bounds import SessionBounds
 from relay.fake.server import FakeRealtimeServer
@@ -506,9 +508,8 @@ async def _first_audio_turn(
 ) -> float:
     """Run one turn ended by `trigger`; return the relay's first-audio figure, read with a `TurnClock`."""
     clock = TurnClock()
-    defaults = SessionState.__init__.__kwdefaults__
-    assert defaults is not None and "clock" in defaults
-    monkeypatch.setitem(defaults, "clock", clock)
+    # Every session the app opens from now on gets this clock.
+    monkeypatch.setattr(relay_app, "SessionState", functools.partial(SessionState, clock=clock))
     fake_upstream.options.first_audio_delay = delay
     client = await RealtimeClient.open(f"{relay.ws_url}?output_rate={output_rate}")
     clock.client = client
