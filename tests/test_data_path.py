@@ -11,16 +11,22 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import websockets
+from starlette.websockets import WebSocket, WebSocketState
 from websockets.asyncio.server import ServerConnection, serve
 
 from relay.audio import make_resampler
 from relay.fake.server import FakeRealtimeServer
-from tests.conftest import ProxiedRelay
+from relay.metrics import RelayMetrics
+from relay.session import RelaySession
+from relay.upstream import upstream_url
+from tests.conftest import TEST_API_KEY, ProxiedRelay
 from tests.test_access import OTHER_TOKEN, TOKEN, next_event, opened, refused
+from tests.test_boundaries import exported
 from tests.test_limits import ask_for_a_text_reply, bearer, until_closed
 from tests.test_session_state import make_state, pcm, sent
 
@@ -192,3 +198,58 @@ async def test_websockets_reports_a_codeless_close_as_1005() -> None:
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
     assert ws.close_code == 1005
+
+
+# -- first audio that never reached the client ------------------------------------------------------------------
+
+
+class ClientThatFails:
+    """A client socket that sends `events`, then fails the moment audio is sent to it, as a reset connection does."""
+
+    def __init__(self, *events: dict[str, Any]) -> None:
+        self.application_state = WebSocketState.CONNECTED
+        self._events = [json.dumps(e) for e in events]
+        self._gone = asyncio.Event()
+        self.received: list[str] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if self._events:
+            return {"type": "websocket.receive", "text": self._events.pop(0)}
+        await self._gone.wait()
+        return {"type": "websocket.disconnect", "code": 1006}
+
+    async def send_text(self, text: str) -> None:
+        if '"response.output_audio.delta"' in text:
+            self._gone.set()
+            raise ConnectionResetError("connection reset by peer")
+        self.received.append(text)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.application_state = WebSocketState.DISCONNECTED
+
+
+async def test_a_first_audio_the_client_never_got_is_not_timed(fake_upstream: FakeRealtimeServer) -> None:
+    metrics = RelayMetrics()
+    text_item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello."}]}
+    client = ClientThatFails(
+        {"type": "conversation.item.create", "item": text_item},
+        {"type": "response.create"},
+    )
+    state = make_state(metrics=metrics)
+    session = RelaySession(
+        cast(WebSocket, client),
+        state,
+        session_id="rs_test",
+        identity="anonymous",
+        upstream_url=upstream_url(fake_upstream.url, "gpt-realtime"),
+        api_key=TEST_API_KEY,
+        connect_timeout=5,
+        pending_limit=10,
+        metrics=metrics,
+    )
+    end = await asyncio.wait_for(session.run(), 10)
+    assert end.outcome == "client_closed"
+    assert any('"response.created"' in text for text in client.received)
+    assert state.turns == 1  # the turn was answered with audio ...
+    # ... which the client never received, so no wait for it is on record.
+    assert exported(metrics, "relay_response_first_audio_seconds_count", trigger="response_create") == 0
