@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from websockets.asyncio.server import ServerConnection, serve
 
 from relay.audio import make_resampler
+from relay.bounds import SessionBounds
 from relay.fake.server import FakeRealtimeServer
 from relay.metrics import RelayMetrics
 from relay.session import RelaySession
@@ -144,8 +145,6 @@ async def closing_upstream(code: int | None) -> AsyncIterator[str]:
     [
         (1000, 1000),
         (1001, 1001),
-        (1011, 1011),
-        (1014, 1014),
         (3000, 3000),  # the first registered application code
         (4000, 4000),  # private use: an upstream's own reasons
         (4999, 4999),  # the last code a server may send
@@ -163,6 +162,20 @@ async def test_the_upstreams_close_code_reaches_the_client(
     assert code == client_code
     if upstream_code is not None:
         assert ws.close_reason == "upstream says so"
+
+
+@pytest.mark.parametrize("upstream_code", [1002, 1011, 1014])
+async def test_an_upstream_failing_with_a_protocol_code_is_reported_as_unavailable(
+    relay_factory: RelayFactory, upstream_code: int
+) -> None:
+    """Codes about the upstream's own failure (1002, 1011, 1014) say nothing a client can act on: 4502 says retry."""
+    async with closing_upstream(upstream_code) as url:
+        relay = await relay_factory(upstream_url=url)
+        async with opened(relay.ws_url) as ws:
+            events, code = await until_closed(ws)
+    assert [e["type"] for e in events] == ["session.created", "error"]
+    assert events[-1]["error"]["code"] == "relay_upstream_unavailable"
+    assert code == 4502
 
 
 # -- the door's limits: the budget is asked before a slot is taken ------------------------------------------------
@@ -208,6 +221,7 @@ class ClientThatFails:
 
     def __init__(self, *events: dict[str, Any]) -> None:
         self.application_state = WebSocketState.CONNECTED
+        self.scope: dict[str, Any] = {"type": "websocket", "extensions": {}}
         self._events = [json.dumps(e) for e in events]
         self._gone = asyncio.Event()
         self.received: list[str] = []
@@ -244,7 +258,7 @@ async def test_a_first_audio_the_client_never_got_is_not_timed(fake_upstream: Fa
         upstream_url=upstream_url(fake_upstream.url, "gpt-realtime"),
         api_key=TEST_API_KEY,
         connect_timeout=5,
-        pending_limit=10,
+        bounds=SessionBounds(),
         metrics=metrics,
     )
     end = await asyncio.wait_for(session.run(), 10)

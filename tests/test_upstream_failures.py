@@ -121,7 +121,7 @@ async def test_malformed_upstream_frame_is_reported_and_session_continues(
 async def test_client_leaving_mid_turn_closes_upstream_mid_response(
     relay: ProxiedRelay, fake_upstream: FakeRealtimeServer
 ) -> None:
-    """A client that leaves does not keep a paid response running: the upstream closes before the response ends."""
+    """A client that leaves does not keep a paid response running: it is cancelled and the upstream closed."""
     fake_upstream.options.pace_audio = True
     audio = voiced_turn()
     async with websockets.connect(relay.ws_url) as ws:
@@ -142,4 +142,7 @@ async def test_client_leaving_mid_turn_closes_upstream_mid_response(
     # Leaving the `async with` closed the client socket mid-response; the model paces seconds of audio.
     await asyncio.wait_for(record.closed.wait(), 5)
     assert "response.output_audio.delta" in record.sent_types()
-    assert "response.done" not in record.sent_types()
+    # The relay cancelled the response, so the model stopped mid-reply (and reported the usage so far).
+    assert "response.cancel" in record.received_types()
+    [done] = [e for e in record.sent if e["type"] == "response.done"]
+    assert done["response"]["status"] == "cancelled"
