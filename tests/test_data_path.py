@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -18,13 +19,17 @@ import pytest
 import websockets
 from starlette.websockets import WebSocket, WebSocketState
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidMessage, InvalidStatus
+from websockets.http11 import Response
 
-from relay.audio import make_resampler
+from relay.audio import make_resampler, measure
+from relay.audio.fir import kaiser_beta, low_latency_spec
 from relay.bounds import SessionBounds
 from relay.fake.server import FakeRealtimeServer
 from relay.metrics import RelayMetrics
 from relay.session import RelaySession
-from relay.upstream import upstream_url
+from relay.upstream import classify_failure, describe_endpoint, lost_connection, upstream_url
 from tests.conftest import TEST_API_KEY, ProxiedRelay
 from tests.test_access import OTHER_TOKEN, TOKEN, next_event, opened, refused
 from tests.test_boundaries import exported
@@ -88,6 +93,40 @@ def test_a_constant_signal_keeps_its_level_at_every_output_phase(in_rate: int, o
     assert settled.min() == settled.max() == level
     # Each phase of the filter sums to one, so no phase-dependent ripple is added to any signal.
     np.testing.assert_allclose(bank.rows.astype(np.float64).sum(axis=1), 1.0, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("in_rate", "out_rate"), [(44099, 24000), (24000, 47999), (11025, 24000), (32000, 24000)]
+)
+def test_rarer_rate_pairs_are_as_clean_as_the_common_ones(in_rate: int, out_rate: int) -> None:
+    """Pairs with long phase cycles take the gathered (and, past 4096 phases, quantised) path of the filter."""
+    make = partial(make_resampler, in_rate, out_rate, "low-latency")
+    assert measure.tone_snr_db(make, 1000.0) >= 80
+    assert measure.flatness_db(make) <= 0.5
+    assert measure.alias_rejection_db(make) >= 60
+    # Every sample arrives, on the input's time axis.
+    samples = in_rate // 3
+    resampler = make()
+    out = resampler.process(measure.tone(440, in_rate, samples / in_rate).tobytes()) + resampler.flush()
+    assert abs(len(out) // 2 - round(samples * out_rate / in_rate)) <= 1
+
+
+@pytest.mark.parametrize(
+    ("attenuation", "beta"),
+    [(80.0, 0.1102 * 71.3), (50.0, 0.5842 * 29**0.4 + 0.07886 * 29), (21.0, 0.0), (20.0, 0.0)],
+)
+def test_the_kaiser_window_follows_kaisers_formula(attenuation: float, beta: float) -> None:
+    assert kaiser_beta(attenuation) == pytest.approx(beta, rel=1e-12)
+
+
+def test_the_low_pass_band_edges_follow_the_rate_pair() -> None:
+    down = low_latency_spec(48000, 24000)
+    assert (down.passband_hz, down.stopband_hz, down.attenuation_db) == (9000.0, 12000.0, 80.0)
+    up = low_latency_spec(16000, 24000)
+    assert (up.passband_hz, up.stopband_hz) == (6400.0, 9600.0)
+    assert low_latency_spec(24000, 48000).stopband_hz == 14400.0
+    assert low_latency_spec(22050, 24000).stopband_hz == 12000.0
+    assert down.cutoff_hz == 10500.0
 
 
 # -- frames held while the upstream connects --------------------------------------------------------------------
@@ -176,6 +215,91 @@ async def test_an_upstream_failing_with_a_protocol_code_is_reported_as_unavailab
     assert [e["type"] for e in events] == ["session.created", "error"]
     assert events[-1]["error"]["code"] == "relay_upstream_unavailable"
     assert code == 4502
+
+
+async def test_an_upstream_close_reason_never_carries_the_key_and_the_end_is_counted(
+    relay_factory: RelayFactory,
+) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": "event_1", "session": {}}))
+        await ws.close(4000, f"bad key {TEST_API_KEY}")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
+        relay = await relay_factory(upstream_url=url, instructions="", voice="")
+        async with opened(relay.ws_url) as ws:
+            _, code = await until_closed(ws)
+    assert (code, ws.close_reason) == (4000, "bad key [redacted]")
+    samples = relay.inner.metrics.registry
+    assert samples.get_sample_value("relay_sessions_total", {"outcome": "upstream_closed"}) == 1
+
+
+# -- what the client is told about the upstream -----------------------------------------------------------------
+
+
+def test_the_upstream_is_named_without_credentials_or_query() -> None:
+    assert describe_endpoint("wss://user:secret@api.example:8443/v1/realtime?model=m&key=k") == (
+        "wss://api.example:8443/v1/realtime"
+    )
+    assert describe_endpoint("wss://api.example/v1/realtime") == "wss://api.example/v1/realtime"
+    assert describe_endpoint("wss:///v1/realtime") == "wss://?/v1/realtime"
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "close_code", "reason", "says"),
+    [
+        (TimeoutError(), "relay_upstream_timeout", 4504, "timeout", "within 2.5 s"),
+        (
+            ConnectionRefusedError(111, "Connection refused"),
+            "relay_upstream_unavailable",
+            4502,
+            "unreachable",
+            ": Connection refused.",
+        ),
+        (OSError(), "relay_upstream_unavailable", 4502, "unreachable", ": OSError."),
+        (
+            InvalidMessage("bad"),
+            "relay_upstream_unavailable",
+            4502,
+            "handshake",
+            "handshake (InvalidMessage)",
+        ),
+        (RuntimeError("odd"), "relay_upstream_unavailable", 4502, "error", "failed (RuntimeError)"),
+    ],
+)
+def test_each_way_the_upstream_fails_is_told_apart(
+    exc: BaseException, code: str, close_code: int, reason: str, says: str
+) -> None:
+    failure = classify_failure(exc, "wss://api.example/v1/realtime?model=m", 2.5)
+    assert (failure.code, failure.close_code, failure.reason) == (code, close_code, reason)
+    assert "(wss://api.example/v1/realtime)" in failure.message and says in failure.message
+    assert str(failure) == failure.message
+
+
+#: What each refusal status becomes: the client's error code and close code, and the bounded reason label.
+REFUSALS = {
+    401: ("relay_upstream_auth_failed", 4401, "http_401"),
+    403: ("relay_upstream_auth_failed", 4401, "http_403"),
+    429: ("relay_upstream_rate_limited", 4429, "http_429"),
+    404: ("relay_upstream_unavailable", 4502, "http_4xx"),
+    500: ("relay_upstream_unavailable", 4502, "http_5xx"),
+    599: ("relay_upstream_unavailable", 4502, "http_5xx"),
+}
+
+
+def test_each_refusal_status_is_told_apart() -> None:
+    for status, expected in REFUSALS.items():
+        failure = classify_failure(
+            InvalidStatus(Response(status, "refused", Headers(), b"")), "wss://h/v1", 5
+        )
+        assert (failure.code, failure.close_code, failure.reason) == expected, status
+        assert f"HTTP {status}" in failure.message
+
+
+def test_a_lost_connection_is_told_as_dropped() -> None:
+    lost = lost_connection("wss://api.example/v1/realtime?model=m")
+    assert (lost.code, lost.close_code, lost.reason) == ("relay_upstream_unavailable", 4502, "dropped")
+    assert "(wss://api.example/v1/realtime) was lost mid-session" in lost.message
 
 
 # -- the door's limits: the budget is asked before a slot is taken ------------------------------------------------

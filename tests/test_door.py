@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,16 @@ def test_an_identity_without_sessions_has_none_open() -> None:
     assert slots.count("a") == 0
     slots.acquire("a")
     assert slots.count("a") == 1 and slots.count("b") == 0
+
+
+def test_the_day_ends_at_midnight_utc_whatever_the_machines_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    noon = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC).timestamp()
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert TokenBudget(1, clock=lambda: noon).seconds_until_reset() == 12 * 3600
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from relay.audio import make_resampler
+from relay.audio import make_resampler, pcm16_duration_seconds
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from tests.test_boundaries import exported
 from tests.test_session_state import make_state, pcm, sent
@@ -260,15 +260,6 @@ def test_g711_audio_is_counted_at_8000_bytes_per_second() -> None:
         json.dumps({"type": "response.output_audio.delta", "response_id": "r", "delta": b64(b"\xd5" * 1600)})
     )
     assert state.audio_seconds == {TO_UPSTREAM: pytest.approx(0.1), TO_CLIENT: pytest.approx(0.2)}
-
-
-def test_output_is_resampled_by_the_configured_resampler() -> None:
-    state = make_state(output_rate=48000, resampler_quality="hq")
-    reference = make_resampler(24000, 48000, "hq")
-    chunk = pcm(4800, 24000)
-    delta = {"type": "response.output_audio.delta", "response_id": "r", "delta": b64(chunk)}
-    [shown] = sent(state.from_upstream_text(json.dumps(delta)).to_client)
-    assert base64.b64decode(shown["delta"]) == reference.process(chunk)
 
 
 def test_the_tail_at_done_is_one_more_delta_of_the_same_part() -> None:
@@ -541,3 +532,34 @@ def test_rate_limits_are_exported_by_name() -> None:
     state.from_upstream_text(json.dumps({"type": "rate_limits.updated", "rate_limits": limits}))
     assert exported(metrics, "relay_upstream_rate_limit_remaining", name="tokens") == 900
     assert exported(metrics, "relay_upstream_rate_limit_remaining", name="requests") == 4.5
+
+
+def test_a_long_append_is_resampled_in_slices_and_all_of_it_goes_up() -> None:
+    state = make_state(input_rate=48000)
+    reference = make_resampler(48000, 24000)
+    long = pcm(48000 * 13 // 10, 48000, freq=300.0)  # 1.3 s: three slices of at most 0.5 s
+    actions = state.from_client_text(append(long, event_id="evt_long"))
+    events = sent(actions.to_upstream)
+    for more in actions.more_to_upstream or ():
+        events += sent(more)
+    assert len(events) == 3 and events[0]["event_id"] == "evt_long"
+    got = b"".join(base64.b64decode(e["audio"]) for e in events)
+    assert got == reference.process(long)
+    assert state.audio_seconds[TO_UPSTREAM] == pytest.approx(len(got) / 48000, abs=1e-12)
+
+
+@pytest.mark.parametrize("quality", ["hq", "vhq"])
+def test_each_quality_is_the_one_configured(quality: str) -> None:
+    state = make_state(output_rate=48000, resampler_quality=quality)
+    reference = make_resampler(24000, 48000, quality)
+    chunk = pcm(4800, 24000, freq=5000.0)
+    delta = {"type": "response.output_audio.delta", "response_id": "r", "delta": b64(chunk)}
+    [shown] = sent(state.from_upstream_text(json.dumps(delta)).to_client)
+    assert base64.b64decode(shown["delta"]) == reference.process(chunk)
+
+
+def test_pcm_durations_need_a_positive_rate() -> None:
+    assert pcm16_duration_seconds(96000, 48000) == 1.0
+    assert pcm16_duration_seconds(10, 1) == 5.0
+    with pytest.raises(ValueError, match="must be positive, got 0"):
+        pcm16_duration_seconds(10, 0)
