@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from relay.access import is_loopback_host
 from relay.audio import MAX_RATE, MIN_RATE
 from relay.auth import LOGIN_BURST, MAX_TOKEN_LENGTH, AttemptLimiter, LoginCookies, TokenSet, token_digest
-from relay.bounds import SessionBounds
+from relay.bounds import PendingLedger, SessionBounds
 from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
@@ -431,3 +431,20 @@ def test_the_model_appears_once_in_the_upstream_url() -> None:
     url = upstream_url("wss://api.example/v1/realtime?model=old&region=eu&model=older", "gpt-realtime")
     assert url == "wss://api.example/v1/realtime?region=eu&model=gpt-realtime"
     assert upstream_url("ws://127.0.0.1:9/v1/realtime", "m 1") == "ws://127.0.0.1:9/v1/realtime?model=m+1"
+
+
+# -- what is held while the upstream connects --------------------------------------------------------------------
+
+
+def test_held_events_are_bounded_by_count_and_bytes_exactly() -> None:
+    ledger = PendingLedger(max_events=3, max_bytes=100)
+    assert ledger.has_room(10_000)  # a first event always fits, however large
+    ledger.add(40)
+    assert ledger.has_room(60) and not ledger.has_room(61)  # 40 + 60 is exactly the byte bound
+    ledger.add(30)
+    assert (ledger.events, ledger.bytes) == (2, 70)
+    assert ledger.has_room(30) and not ledger.has_room(31)
+    ledger.add(1)
+    assert not ledger.has_room(0)  # three events is the count bound
+    ledger.clear()
+    assert (ledger.events, ledger.bytes) == (0, 0) and ledger.has_room(10_000)

@@ -234,6 +234,25 @@ async def test_an_upstream_close_reason_never_carries_the_key_and_the_end_is_cou
     assert samples.get_sample_value("relay_sessions_total", {"outcome": "upstream_closed"}) == 1
 
 
+async def test_errors_of_the_upstream_are_server_errors_and_the_relays_own_are_not(
+    relay: ProxiedRelay, fake_upstream: FakeRealtimeServer
+) -> None:
+    async with opened(relay.ws_url) as ws:
+        assert (await next_event(ws))["type"] == "session.created"
+        [session] = relay.inner.runtime.sessions
+        session.terminate("relay_shutting_down", "Connect again in a few seconds.", 1001, "server_shutdown")
+        events, code = await until_closed(ws)
+    assert code == 1001
+    assert [e["error"]["type"] for e in events if e["type"] == "error"] == ["invalid_request_error"]
+    fake_upstream.options.refuse_status = 503
+    async with opened(relay.ws_url) as ws:
+        events, code = await until_closed(ws)
+    assert code == 4502
+    assert [(e["error"]["code"], e["error"]["type"]) for e in events] == [
+        ("relay_upstream_unavailable", "server_error")
+    ]
+
+
 # -- what the client is told about the upstream -----------------------------------------------------------------
 
 

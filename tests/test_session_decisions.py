@@ -11,8 +11,10 @@ import json
 from typing import Any
 
 import pytest
+import structlog
 
 from relay.audio import make_resampler, pcm16_duration_seconds
+from relay.bounds import SessionBounds
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from tests.test_boundaries import exported
 from tests.test_session_state import make_state, pcm, sent
@@ -475,9 +477,9 @@ def test_usage_is_counted_for_the_identity() -> None:
     metrics = RelayMetrics(identity_label=True)
     state = make_state(metrics=metrics)
     state.identity_metrics = metrics.for_identity("token:abc")
-    state.from_upstream_text(done_with({"total_tokens": 40}))
-    state.from_upstream_text(done_with({"total_tokens": 2}))
-    assert exported(metrics, "relay_identity_tokens_total", identity="token:abc") == 42
+    for total in (40, 2, 1):
+        state.from_upstream_text(done_with({"total_tokens": total}))
+    assert exported(metrics, "relay_identity_tokens_total", identity="token:abc") == 43
 
 
 def test_a_spent_budget_delivers_the_response_then_ends_the_session() -> None:
@@ -563,3 +565,119 @@ def test_pcm_durations_need_a_positive_rate() -> None:
     assert pcm16_duration_seconds(10, 1) == 5.0
     with pytest.raises(ValueError, match="must be positive, got 0"):
         pcm16_duration_seconds(10, 0)
+
+
+# -- audio the relay will not take at once -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rate", "binary"), [(24000, False), (48000, False), (48000, True)])
+def test_a_frame_of_exactly_the_audio_ahead_limit_passes_and_a_longer_one_is_refused(
+    rate: int, binary: bool
+) -> None:
+    state = make_state(input_rate=rate, bounds=SessionBounds(audio_ahead_seconds=0.1))
+
+    def send(samples: int) -> Any:
+        data = pcm(samples, rate)
+        return (
+            state.from_client_bytes(data)
+            if binary
+            else state.from_client_text(append(data, event_id="evt_f"))
+        )
+
+    at_limit = send(rate // 10)
+    assert at_limit.to_client == [] and at_limit.to_upstream
+    error = one_error(send(rate // 10 + 1))
+    assert error["code"] == "relay_limit_exceeded" and error["param"] == "audio"
+    assert error["event_id"] == (None if binary else "evt_f")
+    assert "RELAY_AUDIO_AHEAD_SECONDS" in error["message"]
+
+
+@pytest.mark.parametrize("event_id", [None, "evt_empty"])
+def test_an_empty_append_at_another_rate_is_passed_on_for_the_upstream_to_judge(event_id: str | None) -> None:
+    state = make_state(input_rate=48000)
+    extra = {} if event_id is None else {"event_id": event_id}
+    [event] = sent(state.from_client_text(append(b"", **extra)).to_upstream)
+    assert event == {"type": "input_audio_buffer.append", "audio": "", **extra}
+
+
+# -- the upstream's refusals and faults --------------------------------------------------------------------------
+
+
+def test_refused_defaults_show_the_session_as_it_is_and_say_why() -> None:
+    state = make_state(session_defaults={"instructions": "Be brief."})
+    state.opening_events()
+    assert (
+        state.from_upstream_text('{"type": "session.created", "session": {"instructions": ""}}').to_client
+        == []
+    )
+    refused = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "code": "bad",
+            "message": "No.",
+            "event_id": "relay_session_defaults",
+        },
+    }
+    created, error = sent(state.from_upstream_text(json.dumps(refused)).to_client)
+    assert created["type"] == "session.created" and created["session"] == {"instructions": ""}
+    assert error["error"]["message"] == "The relay's session defaults were refused upstream: No."
+    # The session goes on as the client's own: its updates pass as they are.
+    later = '{"type": "session.updated", "session": {"instructions": ""}}'
+    assert sent(state.from_upstream_text(later).to_client)[0]["type"] == "session.updated"
+    other = json.dumps({"type": "error", "error": {"code": "other", "message": "x", "event_id": "evt_1"}})
+    assert state.from_upstream_text(other).to_client == [other]
+
+
+def test_an_upstream_error_for_another_event_does_not_release_the_held_session() -> None:
+    state = make_state(session_defaults={"instructions": "Be brief."})
+    state.from_upstream_text('{"type": "session.created", "session": {}}')
+    other = json.dumps({"type": "error", "error": {"code": "other", "message": "x", "event_id": "evt_1"}})
+    assert state.from_upstream_text(other).to_client == [other]
+    [created] = sent(state.from_upstream_text('{"type": "session.updated", "session": {}}').to_client)
+    assert created["type"] == "session.created"
+
+
+def test_each_kind_of_upstream_fault_is_logged_once() -> None:
+    state = make_state()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            state.from_upstream_text("<html>")
+            state.from_upstream_text('{"type": "rate_limits.updated", "rate_limits": 5}')
+    faults = [(e["event_type"], e["problem"][:20]) for e in logs if e["event"] == "upstream_event_malformed"]
+    assert [kind for kind, _ in faults] == ["unparsable", "rate_limits.updated"]
+    assert all(problem for _, problem in faults)
+
+
+# -- transcription usage -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("usage", "tokens"),
+    [
+        ({"type": "duration", "seconds": 2.05}, 21),  # whisper-1: billed by audio duration
+        ({"type": "tokens", "total_tokens": 7}, 7),
+        ({"type": "tokens", "total_tokens": 1}, 1),
+        ({"type": "tokens", "total_tokens": 7, "seconds": 30}, 7),
+        ({"type": "duration"}, 0),
+        (None, 0),
+    ],
+)
+def test_transcription_is_charged_by_its_own_usage(usage: Any, tokens: int) -> None:
+    charged: list[int] = []
+
+    def on_usage(spent: int) -> None:
+        charged.append(spent)
+
+    metrics = RelayMetrics(identity_label=True)
+    state = make_state(metrics=metrics, on_usage=on_usage)
+    state.identity_metrics = metrics.for_identity("token:abc")
+    event = {
+        "type": "conversation.item.input_audio_transcription.completed",
+        "item_id": "i",
+        "transcript": "hi",
+    }
+    text = json.dumps(event if usage is None else {**event, "usage": usage})
+    assert state.from_upstream_text(text).to_client == [text]
+    assert charged == ([tokens] if tokens else []) and state.tokens_used == tokens
+    assert exported(metrics, "relay_identity_tokens_total", identity="token:abc") == tokens
