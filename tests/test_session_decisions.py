@@ -542,8 +542,8 @@ def test_a_long_append_is_resampled_in_slices_and_all_of_it_goes_up() -> None:
     long = pcm(48000 * 13 // 10, 48000, freq=300.0)  # 1.3 s: three slices of at most 0.5 s
     actions = state.from_client_text(append(long, event_id="evt_long"))
     events = sent(actions.to_upstream)
-    for more in actions.more_to_upstream or ():
-        events += sent(more)
+    for more in actions.more or ():
+        events += sent(more.to_upstream)
     assert len(events) == 3 and events[0]["event_id"] == "evt_long"
     got = b"".join(base64.b64decode(e["audio"]) for e in events)
     assert got == reference.process(long)
