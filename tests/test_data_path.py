@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+import structlog
 import websockets
 from starlette.websockets import WebSocket, WebSocketState
 from websockets.asyncio.server import ServerConnection, serve
@@ -24,7 +25,7 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.http11 import Response
 
 from relay.audio import make_resampler, measure
-from relay.audio.fir import kaiser_beta, low_latency_spec
+from relay.audio.fir import filter_bank, kaiser_beta, low_latency_spec
 from relay.bounds import SessionBounds
 from relay.fake.server import FakeRealtimeServer
 from relay.metrics import RelayMetrics
@@ -84,6 +85,7 @@ async def test_a_client_that_leaves_still_delivers_its_last_audio(
     ("in_rate", "out_rate"), [(44100, 24000), (16000, 24000), (24000, 44100), (11025, 24000)]
 )
 def test_a_constant_signal_keeps_its_level_at_every_output_phase(in_rate: int, out_rate: int) -> None:
+    filter_bank.cache_clear()  # design the filter here, not in whichever test ran first
     resampler = make_resampler(in_rate, out_rate)
     level = 30000
     out = np.frombuffer(resampler.process(np.full(in_rate // 5, level, "<i2").tobytes()), "<i2")
@@ -100,6 +102,7 @@ def test_a_constant_signal_keeps_its_level_at_every_output_phase(in_rate: int, o
 )
 def test_rarer_rate_pairs_are_as_clean_as_the_common_ones(in_rate: int, out_rate: int) -> None:
     """Pairs with long phase cycles take the gathered (and, past 4096 phases, quantised) path of the filter."""
+    filter_bank.cache_clear()
     make = partial(make_resampler, in_rate, out_rate, "low-latency")
     assert measure.tone_snr_db(make, 1000.0) >= 80
     assert measure.flatness_db(make) <= 0.5
@@ -404,8 +407,24 @@ async def test_a_first_audio_the_client_never_got_is_not_timed(fake_upstream: Fa
         bounds=SessionBounds(),
         metrics=metrics,
     )
-    end = await asyncio.wait_for(session.run(), 10)
+    with structlog.testing.capture_logs() as logs:
+        end = await asyncio.wait_for(session.run(), 10)
     assert end.outcome == "client_closed"
+    # The session's one summary line says how it went.
+    [summary] = [e for e in logs if e["event"] == "session_closed"]
+    assert {k: summary[k] for k in ("outcome", "close_code", "close_reason", "turns", "tokens")} == {
+        "outcome": "client_closed",
+        "close_code": end.close_code,
+        "close_reason": end.reason,
+        "turns": 1,
+        "tokens": state.tokens_used,
+    }
+    assert (
+        summary["audio_in_s"] == 0.0
+        and summary["audio_out_s"] == round(state.audio_seconds["to_client"], 3) > 0
+    )
+    assert summary["first_audio_p50_ms"] == round(state.first_audio_waits[0] * 1000, 1)
+    assert 0 <= summary["duration_s"] < 10
     assert any('"response.created"' in text for text in client.received)
     assert state.turns == 1  # the turn was answered with audio ...
     # ... which the client never received, so no wait for it is on record.

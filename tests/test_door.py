@@ -296,3 +296,51 @@ def test_the_day_ends_at_midnight_utc_whatever_the_machines_time_zone(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("headers", "subprotocols", "where"),
+    [
+        (
+            (("authorization", f"Bearer {TOKEN}"), ("authorization", f"Bearer {WRONG}")),
+            (),
+            "more than one Authorization header",
+        ),
+        (
+            (),
+            (f"openai-insecure-api-key.{TOKEN}", f"openai-insecure-api-key.{WRONG}"),
+            "more than one openai-insecure-api-key subprotocol",
+        ),
+        (
+            (("authorization", f"Bearer {TOKEN}"),),
+            (f"openai-insecure-api-key.{WRONG}",),
+            "the Authorization header and the openai-insecure-api-key subprotocol",
+        ),
+    ],
+)
+def test_two_different_tokens_are_refused_and_the_places_named(
+    headers: tuple[tuple[str, str], ...], subprotocols: tuple[str, ...], where: str
+) -> None:
+    door = make_door(access_tokens=(TOKEN, WRONG))
+    refusal = door.admit_websocket(req(*headers, subprotocols=subprotocols))
+    assert isinstance(refusal, Denial) and (refusal.status, refusal.code) == (401, "conflicting_credentials")
+    assert f"(in {where})" in refusal.message and "`openai-insecure-api-key.<token>`." in refusal.message
+    assert refusal.reason == "conflicting_credentials"
+    assert refusal.headers == {"WWW-Authenticate": 'Bearer realm="realtime-relay", error="invalid_request"'}
+    # The same token twice is one credential.
+    same = req(("authorization", f"Bearer {TOKEN}"), subprotocols=(f"openai-insecure-api-key.{TOKEN}",))
+    assert admitted(door.admit_websocket(same)).method == "token"
+
+
+def test_connection_settings_that_cannot_work_stop_the_start() -> None:
+    problem = startup_problem(Config(max_sessions=50, max_connections=51))
+    assert problem is not None and "RELAY_MAX_CONNECTIONS=51" in problem
+
+
+def test_a_refund_can_bring_the_days_spending_back_to_zero() -> None:
+    budget = TokenBudget(100, clock=lambda: dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC).timestamp())
+    budget.spend("a", 10)
+    budget.spend("a", -10)
+    assert budget.spent("a") == 0
+    budget.spend("a", -5)
+    assert budget.spent("a") == 0

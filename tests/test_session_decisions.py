@@ -681,3 +681,36 @@ def test_transcription_is_charged_by_its_own_usage(usage: Any, tokens: int) -> N
     assert state.from_upstream_text(text).to_client == [text]
     assert charged == ([tokens] if tokens else []) and state.tokens_used == tokens
     assert exported(metrics, "relay_identity_tokens_total", identity="token:abc") == tokens
+
+
+def all_of(actions: Any) -> list[Any]:
+    """`actions` and every further step it carries (a large frame is worked through a slice at a time)."""
+    steps = [actions]
+    for more in actions.more or ():
+        steps.append(more)
+    return steps
+
+
+def test_a_very_long_append_is_decoded_in_slices_and_keeps_its_event_id() -> None:
+    state = make_state(input_rate=48000)
+    long = pcm(48000 * 4, 48000, freq=250.0)  # 4 s: more base64 than one decoding slice
+    steps = all_of(state.from_client_text(append(long, event_id="evt_big")))
+    events = [e for step in steps for e in sent(step.to_upstream)]
+    assert events[0]["event_id"] == "evt_big" and all(
+        e["type"] == "input_audio_buffer.append" for e in events
+    )
+    assert b"".join(base64.b64decode(e["audio"]) for e in events) == make_resampler(48000, 24000).process(
+        long
+    )
+
+
+def test_a_bad_tail_refuses_the_whole_long_append() -> None:
+    state = make_state(input_rate=48000)
+    audio = b64(pcm(48000 * 4, 48000))
+    text = json.dumps(
+        {"type": "input_audio_buffer.append", "audio": audio[:-8] + "!!!!!!!!", "event_id": "evt_t"}
+    )
+    steps = all_of(state.from_client_text(text))
+    assert [e for step in steps for e in step.to_upstream] == []
+    [error] = [e for step in steps for e in sent(step.to_client)]
+    assert error["error"]["code"] == "relay_bad_audio" and error["error"]["event_id"] == "evt_t"
