@@ -448,3 +448,14 @@ def test_held_events_are_bounded_by_count_and_bytes_exactly() -> None:
     assert not ledger.has_room(0)  # three events is the count bound
     ledger.clear()
     assert (ledger.events, ledger.bytes) == (0, 0) and ledger.has_room(10_000)
+
+
+def test_a_model_named_in_the_session_must_be_one_the_relay_offers() -> None:
+    policy = SessionPolicy(allowed_models=("gpt-realtime", "gpt-realtime-mini"))
+    refusal = policy.check({"type": "session.update", "session": {"model": "gpt-4o-realtime-preview"}})
+    assert refusal is not None and refusal.param == "session.model"
+    assert refusal.message.endswith("use one of: gpt-realtime, gpt-realtime-mini.")
+    assert policy.check({"type": "session.update", "session": {"model": "gpt-realtime-mini"}}) is None
+    for session in (None, "gpt-4o", {"voice": "ash"}):
+        assert policy.check({"type": "session.update", "session": session}) is None
+    assert SessionPolicy().check({"type": "session.update", "session": {"model": "anything"}}) is None

@@ -324,7 +324,10 @@ def test_two_different_tokens_are_refused_and_the_places_named(
     door = make_door(access_tokens=(TOKEN, WRONG))
     refusal = door.admit_websocket(req(*headers, subprotocols=subprotocols))
     assert isinstance(refusal, Denial) and (refusal.status, refusal.code) == (401, "conflicting_credentials")
-    assert f"(in {where})" in refusal.message and "`openai-insecure-api-key.<token>`." in refusal.message
+    assert f"(in {where})" in refusal.message
+    assert refusal.message.endswith(
+        "as `Authorization: Bearer <token>` or as the subprotocol `openai-insecure-api-key.<token>`."
+    )
     assert refusal.reason == "conflicting_credentials"
     assert refusal.headers == {"WWW-Authenticate": 'Bearer realm="realtime-relay", error="invalid_request"'}
     # The same token twice is one credential.
@@ -344,3 +347,43 @@ def test_a_refund_can_bring_the_days_spending_back_to_zero() -> None:
     assert budget.spent("a") == 0
     budget.spend("a", -5)
     assert budget.spent("a") == 0
+
+
+@pytest.mark.parametrize(
+    ("peer", "client", "headers", "local"),
+    [
+        ("127.0.0.1", "127.0.0.1", (), True),  # straight from this machine
+        ("192.0.2.9", "192.0.2.9", (), False),
+        (
+            "127.0.0.1",
+            "127.0.0.1",
+            (("x-forwarded-for", "127.0.0.1"),),
+            True,
+        ),  # the local proxy, for this machine
+        (
+            "127.0.0.1",
+            "127.0.0.1",
+            (("x-real-ip", "127.0.0.1"),),
+            False,
+        ),  # proxied, but no client address given
+        (
+            "127.0.0.2",
+            "127.0.0.1",
+            (("x-forwarded-for", "127.0.0.1"),),
+            False,
+        ),  # from a peer that is not trusted
+        (
+            "127.0.0.1",
+            "203.0.113.4",
+            (("x-forwarded-for", "203.0.113.4"),),
+            False,
+        ),  # forwarded for someone else
+        ("127.0.0.1", "127.0.0.1", (("tailscale-funnel-request", "?1"),), False),  # from the public internet
+    ],
+)
+def test_which_requests_come_from_this_machine(
+    peer: str, client: str, headers: tuple[tuple[str, str], ...], local: bool
+) -> None:
+    door = make_door()
+    request = DoorRequest(peer=peer, client=client, scheme="http", headers=(("host", "localhost"), *headers))
+    assert door.is_local(request) is local

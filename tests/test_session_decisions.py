@@ -714,3 +714,44 @@ def test_a_bad_tail_refuses_the_whole_long_append() -> None:
     assert [e for step in steps for e in step.to_upstream] == []
     [error] = [e for step in steps for e in sent(step.to_client)]
     assert error["error"]["code"] == "relay_bad_audio" and error["error"]["event_id"] == "evt_t"
+
+
+# -- the budget charged as audio flows ---------------------------------------------------------------------------
+
+
+def test_audio_is_charged_as_it_flows_and_settled_by_the_real_usage() -> None:
+    charged: list[int] = []
+
+    def on_usage(tokens: int) -> None:
+        charged.append(tokens)
+
+    state = make_state(on_usage=on_usage)
+    all_of(state.from_client_bytes(b"\0\0" * 24000))  # 1 s of the user's audio: about 10 tokens
+    half_second = json.dumps(
+        {"type": "response.output_audio.delta", "response_id": "r", "delta": b64(b"\0\0" * 12000)}
+    )
+    state.from_upstream_text(half_second)  # 0.5 s of the assistant's audio each: about 10 tokens
+    state.from_upstream_text(half_second)
+    assert charged == [5, 5, 10, 10] and state.tokens_used == 30  # the user's second came in two slices
+    state.from_upstream_text(done_with({"total_tokens": 45}))
+    assert charged[-1] == 15 and state.tokens_used == 45  # the real usage replaces the estimate
+    # A response whose usage is missing still settles what was estimated for it, at no extra cost.
+    state.from_upstream_text(half_second)
+    state.from_upstream_text(done_with("lost"))
+    assert charged[-2:] == [10, 0] and state.tokens_used == 55
+    # And with nothing estimated, a response without usage asks nothing of the budget.
+    state.from_upstream_text(done_with(None))
+    assert len(charged) == 7
+
+
+def test_a_response_without_an_id_is_tracked_and_finished_like_any_other() -> None:
+    state = make_state()
+    state.from_upstream_text('{"type": "response.created", "response": {}}')
+    assert state.finish() == ['{"type":"response.cancel","event_id":"relay_client_left"}']
+    state.from_upstream_text('{"type": "response.done", "response": {}}')
+    assert state.finish() == []
+
+
+def test_rate_limits_with_odd_entries_still_reach_the_client() -> None:
+    text = json.dumps({"type": "rate_limits.updated", "rate_limits": ["junk", {"name": "tokens"}, 5]})
+    assert make_state().from_upstream_text(text).to_client == [text]
