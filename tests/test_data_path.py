@@ -116,7 +116,14 @@ def test_rarer_rate_pairs_are_as_clean_as_the_common_ones(in_rate: int, out_rate
 
 @pytest.mark.parametrize(
     ("attenuation", "beta"),
-    [(80.0, 0.1102 * 71.3), (50.0, 0.5842 * 29**0.4 + 0.07886 * 29), (21.0, 0.0), (20.0, 0.0)],
+    [
+        (80.0, 0.1102 * 71.3),
+        (51.0, 0.1102 * 42.3),
+        (50.0, 0.5842 * 29**0.4 + 0.07886 * 29),
+        (21.5, 0.5842 * 0.5**0.4 + 0.07886 * 0.5),
+        (21.0, 0.0),
+        (20.0, 0.0),
+    ],
 )
 def test_the_kaiser_window_follows_kaisers_formula(attenuation: float, beta: float) -> None:
     assert kaiser_beta(attenuation) == pytest.approx(beta, rel=1e-12)

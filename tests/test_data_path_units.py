@@ -5,15 +5,21 @@ ahead, which frames need the exact duplicate-key check, close reasons, and PCM c
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import numpy as np
 import pytest
+from starlette.websockets import WebSocket
 
+from relay.access import Denial
 from relay.audio import make_resampler, validate_rate
 from relay.audio.pcm import float_to_pcm16
-from relay.bounds import CLIENT_BYTES_PER_SECOND, ClientPace, OutboxLedger
-from relay.client_outbox import MAX_CLOSE_REASON_BYTES, close_reason
+from relay.bounds import CLIENT_BYTES_PER_SECOND, ClientPace, OutboxLedger, SessionBounds
+from relay.client_outbox import MAX_CLOSE_REASON_BYTES, ClientOutbox, close_reason
+from relay.config import Config
 from relay.event_keys import duplicate_key, may_have_duplicate_keys
+from relay.metrics import RelayMetrics
+from relay.session_query import parse_session_query
 from tests.test_access import admitted, make_door, req
 from tests.test_session_state import make_state, sent
 
@@ -43,7 +49,8 @@ def test_a_client_may_run_exactly_its_margin_ahead_of_real_time() -> None:
     assert pace.wait_before() == pytest.approx(0.25)
     now[0] = 1.0
     assert pace.wait_before() == 0.0  # real time caught up
-    pace.received(CLIENT_BYTES_PER_SECOND + 1000, 0.0)
+    pace.received(CLIENT_BYTES_PER_SECOND // 2, 0.0)
+    pace.received(CLIENT_BYTES_PER_SECOND // 2 + 1000, 0.0)
     assert pace.wait_before() == pytest.approx(1.0, rel=1e-3)  # bytes are paced too, past the burst
 
 
@@ -121,3 +128,43 @@ def test_only_pcm_formats_show_the_clients_own_rate() -> None:
     [shown] = sent(state.from_upstream_text(json.dumps(created)).to_client)
     assert shown["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
     assert shown["session"]["audio"]["output"]["format"]["rate"] == 48000
+
+
+def test_other_query_parameters_do_not_hide_the_ones_the_relay_judges() -> None:
+    refused = parse_session_query([("cache", "1"), ("model", "not-offered")], Config())
+    assert isinstance(refused, Denial) and refused.reason == "model"
+    query = parse_session_query([("v", "2"), ("input_rate", "48000")], Config())
+    assert not isinstance(query, Denial) and query.rates == {"input_rate": 48000}
+
+
+class _Socket:
+    """Enough of a client socket for an outbox that is never started."""
+
+    def __init__(self) -> None:
+        self.scope: dict[str, object] = {"type": "websocket", "extensions": {}}
+
+
+def _outbox(**bounds: float) -> tuple[ClientOutbox, list[str]]:
+    overflows: list[str] = []
+    outbox = ClientOutbox(
+        cast(WebSocket, _Socket()),
+        SessionBounds(**bounds),  # type: ignore[arg-type]
+        forward_latency=RelayMetrics().forward_to_client,
+        on_overflow=overflows.append,
+    )
+    return outbox, overflows
+
+
+def test_frames_without_audio_count_no_seconds_in_the_client_buffer() -> None:
+    outbox, overflows = _outbox(client_buffer_seconds=1.0, client_buffer_bytes=10_000)
+    assert all(outbox.put("{}") for _ in range(5))
+    assert outbox.put("{}", audio_seconds=1.0) and overflows == []
+    assert not outbox.put("{}", audio_seconds=0.5)
+    assert overflows and "RELAY_CLIENT_BUFFER_SECONDS" in overflows[0]
+    assert not outbox.put("{}") and not outbox.open  # a client found too slow gets nothing more
+
+
+def test_a_client_buffer_past_its_bytes_refuses_the_frame() -> None:
+    outbox, overflows = _outbox(client_buffer_bytes=10)
+    assert outbox.put("x" * 10)
+    assert not outbox.put("y") and overflows and "RELAY_CLIENT_BUFFER_BYTES" in overflows[0]

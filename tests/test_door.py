@@ -288,11 +288,11 @@ def test_an_identity_without_sessions_has_none_open() -> None:
 def test_the_day_ends_at_midnight_utc_whatever_the_machines_time_zone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    noon = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC).timestamp()
+    evening = dt.datetime(2026, 3, 1, 20, 0, tzinfo=dt.UTC).timestamp()  # already 2 March in Tokyo
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     time.tzset()
     try:
-        assert TokenBudget(1, clock=lambda: noon).seconds_until_reset() == 12 * 3600
+        assert TokenBudget(1, clock=lambda: evening).seconds_until_reset() == 4 * 3600
     finally:
         monkeypatch.undo()
         time.tzset()

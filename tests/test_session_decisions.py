@@ -742,6 +742,16 @@ def test_audio_is_charged_as_it_flows_and_settled_by_the_real_usage() -> None:
     # And with nothing estimated, a response without usage asks nothing of the budget.
     state.from_upstream_text(done_with(None))
     assert len(charged) == 7
+    # Estimates are charged in whole tokens, each as soon as it is whole; a usage without a total settles them.
+    tick = json.dumps(
+        {"type": "response.output_audio.delta", "response_id": "r", "delta": b64(b"\0\0" * 600)}
+    )
+    state.from_upstream_text(tick)  # 25 ms: half a token, nothing to charge yet
+    assert len(charged) == 7
+    state.from_upstream_text(tick)
+    assert charged[-1] == 1
+    state.from_upstream_text(done_with({"input_tokens": 3}))
+    assert charged[-1] == 0 and len(charged) == 9
 
 
 def test_a_response_without_an_id_is_tracked_and_finished_like_any_other() -> None:
