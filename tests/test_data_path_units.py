@@ -168,3 +168,11 @@ def test_a_client_buffer_past_its_bytes_refuses_the_frame() -> None:
     outbox, overflows = _outbox(client_buffer_bytes=10)
     assert outbox.put("x" * 10)
     assert not outbox.put("y") and overflows and "RELAY_CLIENT_BUFFER_BYTES" in overflows[0]
+
+
+def test_an_event_nested_too_deeply_to_check_is_refused_with_a_reason() -> None:
+    depth = 1010  # within orjson's limit, past what the exact duplicate check can follow
+    text = '{"type": "session.update", "session": ' + '{"a": ' * depth + '"say \\"hi\\""' + "}" * depth + "}"
+    [error] = sent(make_state().from_client_text(text).to_client)
+    assert error["error"]["code"] == "relay_bad_event"
+    assert error["error"]["message"].startswith("The event is nested too deeply to be a Realtime event")
