@@ -118,9 +118,10 @@ async def test_malformed_upstream_frame_is_reported_and_session_continues(
     assert error["error"]["code"] == "relay_upstream_protocol_error"
 
 
-async def test_client_leaving_mid_turn_closes_upstream_within_200ms(
+async def test_client_leaving_mid_turn_closes_upstream_mid_response(
     relay: ProxiedRelay, fake_upstream: FakeRealtimeServer
 ) -> None:
+    """A client that leaves does not keep a paid response running: it is cancelled and the upstream closed."""
     fake_upstream.options.pace_audio = True
     audio = voiced_turn()
     async with websockets.connect(relay.ws_url) as ws:
@@ -138,7 +139,10 @@ async def test_client_leaving_mid_turn_closes_upstream_within_200ms(
                 pass
         record = fake_upstream.connections[-1]
         assert not record.closed.is_set()
-        left = time.monotonic()
-    # Leaving the `async with` closed the client socket mid-response.
-    await asyncio.wait_for(record.closed.wait(), 1)
-    assert time.monotonic() - left < 0.2
+    # Leaving the `async with` closed the client socket mid-response; the model paces seconds of audio.
+    await asyncio.wait_for(record.closed.wait(), 5)
+    assert "response.output_audio.delta" in record.sent_types()
+    # The relay cancelled the response, so the model stopped mid-reply (and reported the usage so far).
+    assert "response.cancel" in record.received_types()
+    [done] = [e for e in record.sent if e["type"] == "response.done"]
+    assert done["response"]["status"] == "cancelled"
