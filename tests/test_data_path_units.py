@@ -118,7 +118,7 @@ def test_tailscale_admission_answers_the_realtime_subprotocol() -> None:
     )
 
 
-def test_only_pcm_formats_show_the_clients_own_rate() -> None:
+def test_the_clients_own_rates_are_told_in_the_relay_field_only() -> None:
     state = make_state(input_rate=16000, output_rate=48000)
     formats = {
         "input": {"format": {"type": "audio/pcmu"}},
@@ -126,8 +126,10 @@ def test_only_pcm_formats_show_the_clients_own_rate() -> None:
     }
     created = {"type": "session.created", "session": {"audio": formats}}
     [shown] = sent(state.from_upstream_text(json.dumps(created)).to_client)
+    # The spec fields stay as the upstream sent them; the client's own rates are in the relay's field.
     assert shown["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
-    assert shown["session"]["audio"]["output"]["format"]["rate"] == 48000
+    assert shown["session"]["audio"]["output"]["format"]["rate"] == 24000
+    assert shown["relay"]["output_rate"] == 48000
 
 
 def test_other_query_parameters_do_not_hide_the_ones_the_relay_judges() -> None:

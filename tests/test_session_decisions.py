@@ -633,9 +633,11 @@ def test_an_upstream_error_for_another_event_does_not_release_the_held_session()
     state = make_state(session_defaults={"instructions": "Be brief."})
     state.from_upstream_text('{"type": "session.created", "session": {}}')
     other = json.dumps({"type": "error", "error": {"code": "other", "message": "x", "event_id": "evt_1"}})
-    assert state.from_upstream_text(other).to_client == [other]
-    [created] = sent(state.from_upstream_text('{"type": "session.updated", "session": {}}').to_client)
+    # The error waits too: the client's first server event must be session.created.
+    assert state.from_upstream_text(other).to_client == []
+    created, error = sent(state.from_upstream_text('{"type": "session.updated", "session": {}}').to_client)
     assert created["type"] == "session.created"
+    assert error == json.loads(other)
 
 
 def test_each_kind_of_upstream_fault_is_logged_once() -> None:
