@@ -289,7 +289,9 @@ class SessionState:
                 f"mono at {self.input_rate} Hz (an even number of bytes). The frame was dropped.",
             )
             return actions
-        self._forward_pcm(actions, data)
+        bytes_per_second = self._in_bytes_per_second if self._input_g711 else 2 * self.input_rate
+        if not self._frame_too_long(actions, len(data) / bytes_per_second, None):
+            self._forward_pcm(actions, data)
         if not actions.to_client:
             self._metrics.count_client_event("input_audio_buffer.append")
         return actions
@@ -398,10 +400,8 @@ class SessionState:
         return True
 
     def _forward_pcm(self, actions: Actions, pcm: bytes, event_id: str | None = None) -> None:
-        """Send client PCM upstream at 24 kHz; a long input is resampled in slices (see `Actions`)."""
-        bytes_per_second = self._in_bytes_per_second if self._input_g711 else 2 * self.input_rate
-        if self._frame_too_long(actions, len(pcm) / bytes_per_second, event_id):
-            return
+        """Send client PCM, already judged by `_frame_too_long`, upstream at 24 kHz; a long input is resampled in
+        slices (see `Actions`)."""
         if not pcm:  # nothing to resample: the upstream judges an empty append as it would without the relay
             empty = {"type": "input_audio_buffer.append", "audio": ""}
             actions.to_upstream.append(
