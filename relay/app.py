@@ -297,7 +297,6 @@ def create_app(
         websocket: WebSocket, identity: str, subprotocol: str | None, model: str, rates: dict[str, int]
     ) -> None:
         # The client's own credential stays here: the upstream handshake carries only the relay's key.
-        await websocket.accept(subprotocol=subprotocol)
         session_id = protocol.new_id("rs_", 16)
         state = SessionState(
             metrics=runtime.metrics,
@@ -319,6 +318,7 @@ def create_app(
             connect_timeout=config.upstream_connect_timeout,
             bounds=bounds,
             metrics=runtime.metrics,
+            subprotocol=subprotocol,
         )
         runtime.add(session)
         session.log.info(

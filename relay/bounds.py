@@ -8,6 +8,7 @@ The asyncio layer (`relay.session`, `relay.client_outbox`) asks these classes an
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -67,20 +68,34 @@ def payload_bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-class OutboxLedger:
-    """What is queued for one client: bytes and seconds of audio, against the buffer's bounds."""
+class ClientBacklog:
+    """What one client has been sent and not yet taken, against the bounds of its buffer.
+
+    Bytes are what the client's socket still buffers; seconds of audio are counted per frame that was still
+    (partly) buffered when it was written, and leave the count once the bytes before its end have been taken.
+    """
 
     def __init__(self, max_bytes: int, max_audio_seconds: float) -> None:
         self.max_bytes = max_bytes
         self.max_audio_seconds = max_audio_seconds
-        self.bytes = 0
         self.audio_seconds = 0.0
+        self._audio: deque[tuple[int, float]] = deque()  # (offset where the frame ends, its seconds)
 
-    def add(self, nbytes: int, audio_seconds: float) -> str | None:
-        """Count a queued frame; return what overflowed (for the client's error) if a bound is now exceeded."""
-        self.bytes += nbytes
-        self.audio_seconds += audio_seconds
-        if self.bytes > self.max_bytes:
+    def sent(self, end: int, audio_seconds: float) -> None:
+        """Count a frame that ends at byte `end` of everything written and is not all taken yet."""
+        if audio_seconds:
+            self._audio.append((end, audio_seconds))
+            self.audio_seconds += audio_seconds
+
+    def check(self, written: int, buffered: int) -> str | None:
+        """Given bytes written so far and still buffered, what overflowed (for the client's error), if anything."""
+        taken = written - buffered
+        audio = self._audio
+        while audio and audio[0][0] <= taken:
+            self.audio_seconds -= audio.popleft()[1]
+        if not audio:
+            self.audio_seconds = 0.0
+        if buffered > self.max_bytes:
             return f"more than {self.max_bytes} bytes (RELAY_CLIENT_BUFFER_BYTES) were waiting for this client to read"
         if self.audio_seconds > self.max_audio_seconds:
             return (
@@ -88,11 +103,6 @@ class OutboxLedger:
                 "this client to read"
             )
         return None
-
-    def remove(self, nbytes: int, audio_seconds: float) -> None:
-        """Count a frame handed to the client socket."""
-        self.bytes -= nbytes
-        self.audio_seconds = max(0.0, self.audio_seconds - audio_seconds)
 
 
 class PendingLedger:

@@ -5,6 +5,8 @@ outside a known list as `other`, and there are no per-session labels. The only p
 `relay_identity_*` counters, which exist only when RELAY_METRICS_IDENTITY_LABEL is on and are capped at
 `IDENTITY_LABEL_CAP` distinct identities (later ones share the value `other`).
 
+The metrics that every frame touches (events, bytes, audio seconds, forwarding and resampling time) are plain
+numbers exported at scrape time (`relay.plain_metrics`), so counting costs the data path no lock and no bucket scan.
 Label children are created once, here, so that the per-frame hot path touches no label dictionaries and so that
 every counter shows up in the exposition at 0 from the start (a `rate()` over a series that appears only with its
 first increment misses that increment). Metrics are served only on the metrics listener
@@ -20,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from relay import protocol
 from relay.access import DENIAL_REASONS
 from relay.limits import LIMIT_REASONS
+from relay.plain_metrics import PlainCollector, PlainCounter, PlainCounterFamily
 from relay.protocol import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
 
 TO_UPSTREAM = "to_upstream"
@@ -185,20 +188,20 @@ class RelayMetrics:
             buckets=CONNECT_BUCKETS,
             registry=r,
         )
-        self.forward_latency = Histogram(
+        # The metrics every frame touches are plain numbers, exported at scrape time (relay.plain_metrics).
+        plain = PlainCollector(r)
+        self.forward_latency = plain.histogram(
             "relay_forward_latency_seconds",
             "Relay's own time per forwarded frame, frame received to frame handed to the other socket "
             "(parsing, policy, resampling and re-encoding included).",
             ["direction"],
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
+            OVERHEAD_BUCKETS,
         )
-        self.resample = Histogram(
+        self.resample = plain.histogram(
             "relay_resample_seconds",
             "Time spent resampling one frame of audio, by direction.",
             ["direction"],
-            buckets=RESAMPLE_BUCKETS,
-            registry=r,
+            RESAMPLE_BUCKETS,
         )
         self.first_audio = Histogram(
             "relay_response_first_audio_seconds",
@@ -208,23 +211,18 @@ class RelayMetrics:
             buckets=WAIT_BUCKETS,
             registry=r,
         )
-        self.events = Counter(
-            "relay_events_total",
+        self.events = plain.counter(
+            "relay_events",
             "Events forwarded, by direction and type (types outside the GA protocol are `other`).",
             ["direction", "type"],
-            registry=r,
         )
-        self.audio_seconds = Counter(
-            "relay_audio_seconds_total",
-            "Seconds of audio forwarded, by direction.",
-            ["direction"],
-            registry=r,
+        self.audio_seconds = plain.counter(
+            "relay_audio_seconds", "Seconds of audio forwarded, by direction.", ["direction"]
         )
-        self.bytes = Counter(
-            "relay_bytes_total",
+        self.bytes = plain.counter(
+            "relay_bytes",
             "WebSocket payload bytes received, by direction (from clients: to_upstream).",
             ["direction"],
-            registry=r,
         )
         self.errors = Counter(
             "relay_errors_total",
@@ -296,7 +294,9 @@ class RelayMetrics:
             )
 
     @staticmethod
-    def _children(events: Counter, types: Iterable[str], direction: str) -> dict[str, Counter]:
+    def _children(
+        events: PlainCounterFamily, types: Iterable[str], direction: str
+    ) -> dict[str, PlainCounter]:
         children = {t: events.labels(direction, t) for t in types}
         children[OTHER] = events.labels(direction, OTHER)
         return children

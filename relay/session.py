@@ -1,8 +1,12 @@
-"""One relay session: the client socket, the upstream socket, two pumps between them, and an orderly end.
+"""One relay session: the client's connection, the upstream's, the frames between them, and an orderly end.
 
-The pumps only move frames; what to send where is decided by `SessionState`, and every bound they respect is in
-`relay.bounds`. Nothing here waits on a peer without a deadline: frames for the client go through a `ClientOutbox`,
-and ending a session (by either side, a timer, a limit or a shutdown) takes at most `END_GRACE_SECONDS`.
+Both connections are `FrameLink`s (relay.wire): each calls back here from its transport's `data_received` with a
+whole message, the message is judged by `SessionState`, and the decision is written to the other side in the same
+call, with no queue and no task in between. A frame that needs no change is forwarded as the bytes it came in:
+a client's frames are masked, as frames to an upstream must be, and an upstream's are unmasked, as frames to a
+client must be (docs/architecture.md, "The data path"). Every bound respected here is in `relay.bounds`; nothing
+waits on a peer without a deadline, and ending a session (by either side, a timer, a limit or a shutdown) takes at
+most `END_GRACE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ from dataclasses import dataclass
 
 import structlog
 from starlette.websockets import WebSocket
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
 from relay.bounds import (
@@ -29,16 +31,26 @@ from relay.bounds import (
     payload_bytes,
 )
 from relay.client_outbox import ClientOutbox, close_reason
+from relay.client_socket import taker
 from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
 from relay.session_state import Actions, SessionState
-from relay.upstream import UpstreamFailure, lost_connection, open_upstream
+from relay.upstream import UPSTREAM_MAX_MESSAGE_BYTES, UpstreamFailure, classify_failure, lost_connection
+from relay.wire.dial import dial, take_over
+from relay.wire.frames import OP_TEXT
+from relay.wire.link import ABNORMAL_CLOSURE, NO_STATUS, FrameLink
 
 _log = structlog.get_logger("relay.session")
 
 # Wake a little after a timer's deadline rather than a little before it.
 _TIMER_SLACK = 0.01
+#: A client message over this many bytes ends the session with 1009 instead of being skipped with an error.
+_MIN_HARD_LIMIT = 16 * 1024 * 1024
+# Why the client's connection is not being read (see `_hold`).
+_HOLD_PACE = "pace"
+_HOLD_PENDING = "pending"
+_HOLD_SLICING = "slicing"
 
 
 def _passes_through(code: int) -> bool:
@@ -56,7 +68,8 @@ class SessionEnd:
 
 
 class RelaySession:
-    """Relays one client WebSocket (already accepted) to one upstream socket until either side ends."""
+    """Relays one client WebSocket (its upgrade admitted, not yet accepted) to one upstream socket until either
+    side ends."""
 
     def __init__(
         self,
@@ -70,42 +83,49 @@ class RelaySession:
         connect_timeout: float,
         bounds: SessionBounds,
         metrics: RelayMetrics,
+        subprotocol: str | None = None,
     ) -> None:
         self.session_id = session_id
         self.identity = identity
         self.state = state
         self._ws = websocket
+        self._subprotocol = subprotocol
         self._url = upstream_url
         self._api_key = api_key
         self._connect_timeout = connect_timeout
         self._metrics = metrics
-        #: The upstream socket once it is open; `_upstream` is set only after the held events went out.
-        self._opened: ClientConnection | None = None
-        self._upstream: ClientConnection | None = None
         self._bounds = bounds
+        self._client: FrameLink | None = None
+        self._outbox: ClientOutbox | None = None
+        #: The upstream link once it is open; `_upstream` is set only after the held events went out.
+        self._opened: FrameLink | None = None
+        self._upstream: FrameLink | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._slicing: asyncio.Task[None] | None = None
         self._pending: deque[str] = deque()
         self._pending_ledger = PendingLedger(bounds.pending_events, bounds.pending_bytes)
-        self._upstream_ready = asyncio.Event()
+        self._holds: set[str] = set()
         self._pace = ClientPace(bounds.audio_ahead_seconds, 2 * bounds.max_message_bytes, time.monotonic)
-        self._outbox = ClientOutbox(
-            websocket, bounds, forward_latency=metrics.forward_to_client, on_overflow=self._client_too_slow
-        )
         self._end: SessionEnd | None = None
+        self._ended = asyncio.Event()
         #: The client is gone; the upstream is read only until the responses in progress are done.
         self._client_left = False
+        self._usage_settled = asyncio.Event()
         self._done = asyncio.Event()
         #: When the client last sent a frame (time.monotonic), for the idle timer.
         self.last_client_activity = time.monotonic()
-        self._tasks: tuple[asyncio.Task[None], ...] = ()
         self.log = _log.bind(session_id=session_id, identity=identity)
         state.identity_metrics = metrics.for_identity(identity)
+        # Bound once: the per-frame path reads them as locals.
+        self._forward_to_upstream = metrics.forward_latency.labels(TO_UPSTREAM)
+        self._forward_to_client = metrics.forward_latency.labels(TO_CLIENT)
 
     # -- public ----------------------------------------------------------------------------------------------
 
     async def run(self) -> SessionEnd:
-        """Relay until one side ends, then close the other; return how the session ended."""
-        # Bound in this task's context, so every line logged while the session runs (by the pump tasks created
-        # below, and by libraries called from them) carries the session and identity.
+        """Accept the client, relay until one side ends, then close the other; return how the session ended."""
+        # Bound in this task's context, so every line logged while the session runs (and by the upstream
+        # connection task it starts) carries the session and identity.
         with structlog.contextvars.bound_contextvars(session_id=self.session_id, identity=self.identity):
             return await self._run()
 
@@ -113,33 +133,27 @@ class RelaySession:
         started = time.monotonic()
         self._metrics.sessions_active.inc()
         self.state.identity_metrics.session_opened()
-        client_task = asyncio.create_task(self._client_pump(), name=f"{self.session_id}-client")
-        upstream_task = asyncio.create_task(self._upstream_pump(), name=f"{self.session_id}-upstream")
-        writer_task = asyncio.create_task(self._outbox.run(), name=f"{self.session_id}-writer")
-        self._tasks = (client_task, upstream_task)
         try:
-            await asyncio.wait({client_task, upstream_task, writer_task}, return_when=asyncio.FIRST_COMPLETED)
-            if client_task.done() and not upstream_task.done() and self.state.responses_in_progress:
+            self._accept()
+            self._connecting = asyncio.create_task(
+                self._connect_upstream(), name=f"{self.session_id}-upstream"
+            )
+            await self._ended.wait()
+            if self._client_left and self._upstream is not None and self.state.responses_in_progress:
                 # The client left mid-response: read the (cancelled) response's usage before closing upstream.
-                self._client_left = True
-                await asyncio.wait({upstream_task}, timeout=USAGE_GRACE_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(USAGE_GRACE_SECONDS):
+                        await self._usage_settled.wait()
         finally:
-            for task in (client_task, upstream_task):
-                task.cancel()
-            for task in (client_task, upstream_task):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if writer_task.done() and self._end is None:
-                self._set_end("client_closed", CloseCode.NORMAL, "client gone")
+            for task in (self._connecting, self._slicing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             end = self._end or SessionEnd("error", CloseCode.INTERNAL, "relay error")
             # A client that left must not keep a paid upstream session open, nor wait for its close handshake;
             # both sides are closed at once, each within END_GRACE_SECONDS.
-            await asyncio.gather(
-                self._close_upstream(), self._outbox.finish(end.close_code, end.reason, END_GRACE_SECONDS)
-            )
-            writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer_task
+            await asyncio.gather(self._close_upstream(), self._close_client(end))
             duration = time.monotonic() - started
             self._metrics.sessions_active.dec()
             self._metrics.sessions_total.labels(end.outcome).inc()
@@ -148,8 +162,28 @@ class RelaySession:
             self._done.set()
         return end
 
+    def _accept(self) -> None:
+        take = taker(self._ws)
+        if take is None:
+            raise RuntimeError(
+                "the server does not offer the relay's connection take-over (relay.client_socket)"
+            )
+        transport, attach = take(self._subprotocol)
+        bounds = self._bounds
+        self._client = FrameLink(
+            transport,
+            self,
+            masking=False,
+            max_message=bounds.max_message_bytes,
+            hard_limit=max(4 * bounds.max_message_bytes, _MIN_HARD_LIMIT),
+            heartbeat=bounds.heartbeat_seconds,
+            close_grace=END_GRACE_SECONDS,
+        )
+        self._outbox = ClientOutbox(self._client, bounds, on_overflow=self._client_too_slow)
+        attach(self._client)
+
     def terminate(self, code: str, message: str, close_code: int, outcome: str) -> None:
-        """End the session from outside (shutdown, limits): queue an error event, then close both sides.
+        """End the session from outside (shutdown, limits): send an error event, then close both sides.
 
         Returns at once; `wait_closed()` waits for the end, which takes at most END_GRACE_SECONDS.
         """
@@ -167,130 +201,229 @@ class RelaySession:
         self.log.info("session_limit_reached", limit=expiry.setting)
         self.terminate(protocol.LIMIT_EXCEEDED, expiry.message, CloseCode.POLICY, "limit")
 
+    # -- what the links report (LinkOwner) -------------------------------------------------------------------
+
+    def on_message(
+        self, link: FrameLink, opcode: int, payload: bytes | memoryview, raw: memoryview | None
+    ) -> bool:
+        """A whole message from either side; False holds the client's link (the upstream's is never held)."""
+        if link is self._client:
+            # Once the session is ending, what a client still sends is not forwarded.
+            return True if self._end is not None else self._from_client(opcode, payload, raw)
+        if self._end is None or self._client_left:  # a client that left still pays for the response it heard
+            self._from_upstream(opcode, payload, raw)
+        return True
+
+    def on_oversized(self, link: FrameLink, opcode: int, size: int) -> None:
+        """A client message over RELAY_MAX_MESSAGE_BYTES was skipped unread: say so; the session goes on."""
+        if self._end is not None or link is not self._client:
+            return
+        self.last_client_activity = time.monotonic()
+        actions = self.state.refuse_oversized(size, binary=opcode != OP_TEXT)
+        self._pace.received(size, 0.0)
+        self._to_client(actions)
+        self._after_client_frame()
+
+    def on_closed(self, link: FrameLink, code: int, reason: str) -> None:
+        """Either side closed or was lost."""
+        if link is self._client:
+            self._client_closed()
+        elif link is self._opened:
+            self._upstream_ended(code, reason)
+
     # -- client → upstream -----------------------------------------------------------------------------------
 
-    async def _client_pump(self) -> None:
-        receive = self._ws.receive
-        forward_latency = self._metrics.forward_to_upstream
-        pace = self._pace
-        while True:
-            wait = pace.wait_before()
-            if wait > 0:
-                # Far ahead of real time: read this client no faster than its pace (TCP holds the rest).
-                await asyncio.sleep(wait)
-            message = await receive()
-            self.last_client_activity = time.monotonic()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                self._set_end("client_closed", CloseCode.NORMAL, "client closed")
-                # What the resampler still holds belongs to this session's audio.
-                for flushed in self.state.finish():
-                    await self._send_upstream(flushed)
-                return
-            received = time.perf_counter()
-            text: str | None = message.get("text")
-            if text is not None:
-                actions = self.state.from_client_text(text)
-                size = len(text)
-            else:
-                data = message.get("bytes") or b""
-                actions = self.state.from_client_bytes(data)
-                size = len(data)
-            pace.received(size, actions.audio_from_client)
-            for out in actions.to_client:
-                self._outbox.put(out)
-            # Frames held while the upstream connects are not the relay's overhead: only direct sends count.
-            direct = self._upstream is not None
+    def _from_client(self, opcode: int, payload: bytes | memoryview, raw: memoryview | None) -> bool:
+        self.last_client_activity = time.monotonic()
+        received = time.perf_counter()
+        state = self.state
+        text: str | None = None
+        if opcode == OP_TEXT:
+            try:
+                text = str(payload, "utf-8")
+            except UnicodeDecodeError:
+                self._end_with_error(
+                    protocol.BAD_EVENT,
+                    "A text frame was not valid UTF-8 (RFC 6455 requires it); send JSON events as UTF-8 text.",
+                    1007,
+                    "policy",
+                )
+                return True
+            actions = state.from_client_text(text)
+        else:
+            actions = state.from_client_bytes(bytes(payload))
+        self._pace.received(len(payload), actions.audio_from_client)
+        if actions.to_client:
+            self._to_client(actions)
+        upstream = self._upstream
+        if upstream is not None:
             for out in actions.to_upstream:
-                await self._send_upstream(out)
-            if actions.to_upstream and direct:
-                forward_latency.observe(time.perf_counter() - received)
-            if actions.more is not None:
-                await self._carry_out(actions.more)
-            if actions.close is not None:
-                self._set_end("policy", *actions.close)
-                return
+                if out is text and raw is not None:
+                    upstream.write_raw(raw)  # judged and unchanged: the client's frame goes on as it came
+                else:
+                    upstream.send_text(out)
+            if actions.to_upstream:
+                self._forward_to_upstream.observe(time.perf_counter() - received)
+        else:
+            for out in actions.to_upstream:
+                self._hold_for_upstream(out)
+        if actions.more is not None:
+            self._hold(_HOLD_SLICING)
+            self._slicing = asyncio.create_task(
+                self._carry_out(actions.more), name=f"{self.session_id}-slices"
+            )
+        if actions.close is not None:
+            self._set_end("policy", *actions.close)
+            return True
+        return self._after_client_frame()
+
+    def _after_client_frame(self) -> bool:
+        wait = self._pace.wait_before()
+        if wait > 0:
+            # Far ahead of real time: read this client no faster than its pace (TCP holds the rest).
+            self._hold(_HOLD_PACE)
+            asyncio.get_running_loop().call_later(wait, self._unhold, _HOLD_PACE)
+        return not self._holds
+
+    def _hold_for_upstream(self, text: str) -> None:
+        # Held in order until the upstream is open; past the count or byte bound the client is not read
+        # (backpressure: its frames stay in its own TCP connection, not in the relay's memory).
+        nbytes = payload_bytes(text)
+        self._pending.append(text)
+        self._pending_ledger.add(nbytes)
+        if not self._pending_ledger.has_room(1):
+            self._hold(_HOLD_PENDING)
 
     async def _carry_out(self, steps: Iterator[Actions]) -> None:
-        # A large input is decoded and resampled a slice at a time, letting other sessions run between slices.
-        for step in steps:
-            await asyncio.sleep(0)
-            for out in step.to_client:
-                self._outbox.put(out)
-            for out in step.to_upstream:
-                await self._send_upstream(out)
+        # A large input is decoded and resampled a slice at a time, letting other sessions run between slices;
+        # the client is not read meanwhile, so its later frames keep their order.
+        try:
+            for step in steps:
+                await asyncio.sleep(0)
+                if self._end is not None:
+                    return
+                self._to_client(step)
+                for out in step.to_upstream:
+                    if self._upstream is not None:
+                        self._upstream.send_text(out)
+                    else:
+                        self._hold_for_upstream(out)
+        finally:
+            self._slicing = None
+            self._unhold(_HOLD_SLICING)
 
-    async def _send_upstream(self, text: str) -> None:
-        upstream = self._upstream
-        if upstream is None:
-            # Held in order until the upstream is open; a client beyond the count or byte bound waits
-            # (backpressure: its frames stay in its own TCP connection, not in the relay's memory).
-            nbytes = payload_bytes(text)
-            while not self._pending_ledger.has_room(nbytes) and self._upstream is None:
-                await self._upstream_ready.wait()
-            if self._upstream is None:
-                self._pending.append(text)
-                self._pending_ledger.add(nbytes)
-                return
+    def _hold(self, reason: str) -> None:
+        self._holds.add(reason)
+        if self._client is not None:
+            self._client.hold()
+
+    def _unhold(self, reason: str) -> None:
+        self._holds.discard(reason)
+        if not self._holds and self._client is not None and self._end is None:
+            self._client.release()
+
+    def _client_closed(self) -> None:
+        if self._end is None:
+            self._set_end("client_closed", CloseCode.NORMAL, "client closed")
+            # What the resampler still holds belongs to this session's audio; a response in progress is
+            # cancelled, and its usage read before the upstream is closed.
             upstream = self._upstream
-        await upstream.send(text)
+            if upstream is not None:
+                for flushed in self.state.finish():
+                    upstream.send_text(flushed)
+                self._client_left = bool(self.state.responses_in_progress)
+        self._ended.set()
 
     # -- upstream → client -----------------------------------------------------------------------------------
 
-    async def _upstream_pump(self) -> None:
+    async def _connect_upstream(self) -> None:
         connect_started = time.perf_counter()
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
-            upstream = self._opened = await open_upstream(
-                self._url, self._api_key, self._connect_timeout, self._bounds.heartbeat_seconds
-            )
-        except UpstreamFailure as failure:
+            dialled = await dial(self._url, headers, self._connect_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure: UpstreamFailure = classify_failure(exc, self._url, self._connect_timeout)
             self.log.warning("upstream_connect_failed", reason=failure.reason, code=failure.code)
             self._end_with_error(failure.code, failure.message, failure.close_code, "upstream_failed")
             return
-        self._metrics.upstream_connect.observe(time.perf_counter() - connect_started)
-        self.log.info("upstream_connected", seconds=round(time.perf_counter() - connect_started, 4))
+        link = self._opened = FrameLink(
+            dialled.transport,
+            self,
+            masking=True,
+            max_message=UPSTREAM_MAX_MESSAGE_BYTES,
+            hard_limit=UPSTREAM_MAX_MESSAGE_BYTES,
+            heartbeat=self._bounds.heartbeat_seconds,
+            close_grace=END_GRACE_SECONDS,
+        )
+        seconds = time.perf_counter() - connect_started
+        self._metrics.upstream_connect.observe(seconds)
+        self.log.info("upstream_connected", seconds=round(seconds, 4))
+        for text in self.state.opening_events():
+            link.send_text(text)
+        while self._pending:
+            link.send_text(self._pending.popleft())
+        # Nothing is awaited from here on: the client's frames now go straight up, after the held ones.
+        self._upstream = link
+        take_over(dialled, link)
+        if self._end is None:
+            self._unhold(_HOLD_PENDING)
+
+    def _from_upstream(self, opcode: int, payload: bytes | memoryview, raw: memoryview | None) -> None:
+        received = time.perf_counter()
+        state = self.state
         try:
-            for text in self.state.opening_events():
-                await upstream.send(text)
-            while self._pending:
-                await upstream.send(self._pending.popleft())
-            # No await between the last pending frame and this: the client pump now sends directly, in order.
-            self._upstream = upstream
-            self._upstream_ready.set()
-            outbox = self._outbox
-            async for message in upstream:
-                received = time.perf_counter()
-                if isinstance(message, bytes):
-                    message = message.decode("utf-8", errors="replace")
-                actions = self.state.from_upstream_text(message)
-                to_client = actions.to_client
-                last = len(to_client) - 1
-                for index, out in enumerate(to_client):
-                    if index < last:
-                        outbox.put(out)
-                    else:  # the frame whose hand-off ends this event's forwarding (and perhaps a first-audio wait)
-                        outbox.put(
-                            out,
-                            audio_seconds=actions.audio_to_client,
-                            received=received,
-                            on_sent=self.state.first_audio_forwarded if actions.first_audio else None,
-                        )
-                for out in actions.to_upstream:
-                    await upstream.send(out)
-                if actions.close is not None:
-                    self._set_end("limit", *actions.close)
-                    return
-                if self._client_left and not self.state.responses_in_progress:
-                    return
-            # Iteration ends only on a clean close from the upstream.
-            self._upstream_closed(upstream.close_code, upstream.close_reason)
-        except ConnectionClosed as closed:
-            if closed.rcvd is not None and _passes_through(closed.rcvd.code):
-                self._upstream_closed(closed.rcvd.code, closed.rcvd.reason)
-                return
-            lost = lost_connection(self._url)
-            self.log.warning("upstream_lost", code=closed.rcvd.code if closed.rcvd else None)
-            self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
+            text = str(payload, "utf-8")
+        except UnicodeDecodeError:
+            text, raw = bytes(payload).decode("utf-8", errors="replace"), None
+        if opcode != OP_TEXT:
+            raw = None  # a binary frame's text goes to the client as a text frame
+        actions = state.from_upstream_text(text)
+        outbox = self._outbox
+        assert outbox is not None
+        to_client = actions.to_client
+        if to_client:
+            last = len(to_client) - 1
+            for index, out in enumerate(to_client):
+                seconds = actions.audio_to_client if index == last else 0.0
+                if out is text and raw is not None:
+                    outbox.put_raw(
+                        raw, audio_seconds=seconds
+                    )  # unchanged: the upstream's frame goes on as it came
+                else:
+                    outbox.put(out, audio_seconds=seconds)
+            # Frames are handed to the client's socket now: this ends forwarding, and perhaps a first-audio wait.
+            self._forward_to_client.observe(time.perf_counter() - received)
+            if actions.first_audio and outbox.open:
+                state.first_audio_forwarded()
+        upstream = self._opened
+        if upstream is not None:
+            for out in actions.to_upstream:
+                upstream.send_text(out)
+        if actions.close is not None:
+            self._set_end("limit", *actions.close)
+            self._ended.set()
+        elif self._client_left and not state.responses_in_progress:
+            self._usage_settled.set()
+
+    def _to_client(self, actions: Actions) -> None:
+        outbox = self._outbox
+        if outbox is not None:
+            for out in actions.to_client:
+                outbox.put(out)
+
+    def _upstream_ended(self, code: int, reason: str) -> None:
+        self._usage_settled.set()
+        if self._end is not None:
+            return
+        if code == NO_STATUS or (code != ABNORMAL_CLOSURE and _passes_through(code)):
+            self._upstream_closed(code, reason)  # a close without a code is a normal end
+            self._ended.set()
+            return
+        lost = lost_connection(self._url)
+        self.log.warning("upstream_lost", code=None if code == ABNORMAL_CLOSURE else code)
+        self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
 
     def _upstream_closed(self, code: int | None, reason: str | None) -> None:
         if code is None or not _passes_through(code):
@@ -308,12 +441,10 @@ class RelaySession:
         self._set_end(outcome, close_code, code)
         self._metrics.count_error(code)
         error_type = "server_error" if code.startswith("relay_upstream") else "invalid_request_error"
-        self._outbox.put(protocol.dumps(protocol.error_event(code, message, error_type=error_type)))
+        if self._outbox is not None:
+            self._outbox.put(protocol.dumps(protocol.error_event(code, message, error_type=error_type)))
         # Wake run(), which closes both sides.
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+        self._ended.set()
 
     def _client_too_slow(self, why: str) -> None:
         if self._end is None:
@@ -328,17 +459,24 @@ class RelaySession:
     def _set_end(self, outcome: str, close_code: int, reason: str) -> None:
         if self._end is None:
             self._end = SessionEnd(outcome, int(close_code), reason)
+            self._ended.set()
 
     async def _close_upstream(self) -> None:
         upstream = self._opened
-        if upstream is None:
+        if upstream is None or upstream.lost:
             return
-        try:
-            async with asyncio.timeout(END_GRACE_SECONDS):
-                await upstream.close()
-        except Exception:
-            # An upstream that does not complete the closing handshake in time is dropped.
-            upstream.transport.abort()
+        upstream.close(
+            CloseCode.NORMAL
+        )  # dropped if the closing handshake is not done within END_GRACE_SECONDS
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(END_GRACE_SECONDS + 0.5):
+                await upstream.wait_closed()
+                return
+        upstream.abort()
+
+    async def _close_client(self, end: SessionEnd) -> None:
+        if self._outbox is not None:
+            await self._outbox.finish(end.close_code, end.reason, END_GRACE_SECONDS)
 
     def _log_summary(self, end: SessionEnd, duration: float) -> None:
         waits = sorted(self.state.first_audio_waits)

@@ -268,6 +268,25 @@ class SessionState:
             )
         return text
 
+    def refuse_oversized(self, size: int, *, binary: bool) -> Actions:
+        """The error for a client message over the limit, which was skipped without being read."""
+        actions = Actions()
+        self._metrics.bytes_to_upstream.inc(size)
+        what = "A binary frame" if binary else "A message"
+        advice = (
+            "send 20-100 ms of audio per frame"
+            if binary
+            else "send audio in smaller appends (20-100 ms each)"
+        )
+        self._client_error(
+            actions,
+            protocol.LIMIT_EXCEEDED,
+            f"{what} of {size} bytes{'' if binary else ' (UTF-8)'} exceeds this relay's limit of "
+            f"{self._max_message_bytes} bytes (RELAY_MAX_MESSAGE_BYTES); {advice}.",
+        )
+        self._hold_until_created(actions)
+        return actions
+
     @_created_first
     def from_client_bytes(self, data: bytes) -> Actions:
         """Decide what to do with a binary frame: raw PCM16LE mono at the session's input rate."""

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from relay import protocol
-from relay.bounds import END_GRACE_SECONDS
 from relay.protocol import CloseCode
 
 # Audio deltas and `conversation.item.retrieved` can be large; the relay's own limit is on what clients send.
@@ -112,31 +109,3 @@ def lost_connection(url: str) -> UpstreamFailure:
         CloseCode.UPSTREAM_UNAVAILABLE,
         "dropped",
     )
-
-
-async def open_upstream(url: str, api_key: str, timeout: float, heartbeat: float) -> ClientConnection:
-    """Open the upstream socket with `Authorization: Bearer <api_key>`; raise `UpstreamFailure` on any failure.
-
-    The socket is pinged every `heartbeat` seconds; an upstream that does not answer within as long again counts
-    as lost.
-    """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        async with asyncio.timeout(timeout):
-            return await connect(
-                url,
-                additional_headers=headers,
-                user_agent_header="realtime-relay",
-                max_size=UPSTREAM_MAX_MESSAGE_BYTES,
-                # Audio is base64 and barely compresses; deflate would cost CPU on every frame for little.
-                compression=None,
-                open_timeout=None,
-                # Frames are forwarded as they come; a deep read queue only hides backpressure.
-                max_queue=64,
-                ping_interval=heartbeat,
-                ping_timeout=heartbeat,
-                # An upstream that does not answer a close within this long is dropped (it may be unreachable).
-                close_timeout=END_GRACE_SECONDS,
-            )
-    except Exception as exc:
-        raise classify_failure(exc, url, timeout) from None

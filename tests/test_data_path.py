@@ -8,17 +8,17 @@ they decide what audio reaches the model.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import pytest
-import structlog
 import websockets
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidMessage, InvalidStatus
@@ -27,10 +27,13 @@ from websockets.http11 import Response
 from relay.audio import make_resampler, measure
 from relay.audio.fir import filter_bank, kaiser_beta, low_latency_spec
 from relay.bounds import SessionBounds
+from relay.client_outbox import ClientOutbox
 from relay.fake.server import FakeRealtimeServer
 from relay.metrics import RelayMetrics
 from relay.session import RelaySession
-from relay.upstream import classify_failure, describe_endpoint, lost_connection, upstream_url
+from relay.upstream import classify_failure, describe_endpoint, lost_connection
+from relay.wire.frames import OP_TEXT
+from relay.wire.link import FrameLink
 from tests.conftest import TEST_API_KEY, ProxiedRelay
 from tests.test_access import OTHER_TOKEN, TOKEN, next_event, opened, refused
 from tests.test_boundaries import exported
@@ -371,70 +374,68 @@ async def test_websockets_reports_a_codeless_close_as_1005() -> None:
 # -- first audio that never reached the client ------------------------------------------------------------------
 
 
-class ClientThatFails:
-    """A client socket that sends `events`, then fails the moment audio is sent to it, as a reset connection does."""
+class _GoneTransport:
+    """The transport of a client connection that is already gone."""
 
-    def __init__(self, *events: dict[str, Any]) -> None:
-        self.application_state = WebSocketState.CONNECTED
-        self.scope: dict[str, Any] = {"type": "websocket", "extensions": {}}
-        self._events = [json.dumps(e) for e in events]
-        self._gone = asyncio.Event()
-        self.received: list[str] = []
+    def write(self, data: bytes | memoryview) -> None:
+        raise AssertionError("nothing may be written to a closed connection")
 
-    async def receive(self) -> dict[str, Any]:
-        if self._events:
-            return {"type": "websocket.receive", "text": self._events.pop(0)}
-        await self._gone.wait()
-        return {"type": "websocket.disconnect", "code": 1006}
+    def get_write_buffer_size(self) -> int:
+        return 0
 
-    async def send_text(self, text: str) -> None:
-        if '"response.output_audio.delta"' in text:
-            self._gone.set()
-            raise ConnectionResetError("connection reset by peer")
-        self.received.append(text)
+    def is_closing(self) -> bool:
+        return True
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        self.application_state = WebSocketState.DISCONNECTED
+    def abort(self) -> None:
+        pass
 
 
-async def test_a_first_audio_the_client_never_got_is_not_timed(fake_upstream: FakeRealtimeServer) -> None:
+async def test_a_first_audio_the_client_never_got_is_not_timed() -> None:
     metrics = RelayMetrics()
-    text_item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello."}]}
-    client = ClientThatFails(
-        {"type": "conversation.item.create", "item": text_item},
-        {"type": "response.create"},
-    )
     state = make_state(metrics=metrics)
     session = RelaySession(
-        cast(WebSocket, client),
+        cast(WebSocket, None),
         state,
         session_id="rs_test",
         identity="anonymous",
-        upstream_url=upstream_url(fake_upstream.url, "gpt-realtime"),
+        upstream_url="ws://127.0.0.1:9/v1/realtime",
         api_key=TEST_API_KEY,
         connect_timeout=5,
         bounds=SessionBounds(),
         metrics=metrics,
     )
-    with structlog.testing.capture_logs() as logs:
-        end = await asyncio.wait_for(session.run(), 10)
-    assert end.outcome == "client_closed"
-    # The session's one summary line says how it went.
-    [summary] = [e for e in logs if e["event"] == "session_closed"]
-    assert {k: summary[k] for k in ("outcome", "close_code", "close_reason", "turns", "tokens")} == {
-        "outcome": "client_closed",
-        "close_code": end.close_code,
-        "close_reason": end.reason,
-        "turns": 1,
-        "tokens": state.tokens_used,
-    }
-    assert (
-        summary["audio_in_s"] == 0.0
-        and summary["audio_out_s"] == round(state.audio_seconds["to_client"], 3) > 0
+    link = FrameLink(
+        cast(asyncio.Transport, _GoneTransport()),
+        session,
+        masking=False,
+        max_message=1 << 20,
+        hard_limit=1 << 24,
+        heartbeat=0,
+        close_grace=1,
     )
-    assert summary["first_audio_p50_ms"] == round(state.first_audio_waits[0] * 1000, 1)
-    assert 0 <= summary["duration_s"] < 10
-    assert any('"response.created"' in text for text in client.received)
+    link.connection_lost(None)
+    session._client, session._outbox = link, ClientOutbox(link, SessionBounds(), on_overflow=lambda why: None)
+    upstream_events = [
+        {"type": "session.created", "event_id": "e1", "session": {"type": "realtime", "id": "sess_1"}},
+        {
+            "type": "response.created",
+            "event_id": "e2",
+            "response": {"id": "resp_1", "object": "realtime.response"},
+        },
+        {
+            "type": "response.output_audio.delta",
+            "event_id": "e3",
+            "response_id": "resp_1",
+            "item_id": "item_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": base64.b64encode(bytes(4800)).decode(),
+        },
+    ]
+    state.from_client_text(json.dumps({"type": "response.create"}))
+    session._client_left = True  # upstream events are still read for their usage
+    for event in upstream_events:
+        session._from_upstream(OP_TEXT, json.dumps(event).encode(), None)
     assert state.turns == 1  # the turn was answered with audio ...
     # ... which the client never received, so no wait for it is on record.
     assert exported(metrics, "relay_response_first_audio_seconds_count", trigger="response_create") == 0

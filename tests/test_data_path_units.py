@@ -4,39 +4,42 @@ ahead, which frames need the exact duplicate-key check, close reasons, and PCM c
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import cast
 
 import numpy as np
 import pytest
-from starlette.websockets import WebSocket
 
 from relay.access import Denial
 from relay.audio import make_resampler, validate_rate
 from relay.audio.pcm import float_to_pcm16
-from relay.bounds import CLIENT_BYTES_PER_SECOND, ClientPace, OutboxLedger, SessionBounds
+from relay.bounds import CLIENT_BYTES_PER_SECOND, ClientBacklog, ClientPace, SessionBounds
 from relay.client_outbox import MAX_CLOSE_REASON_BYTES, ClientOutbox, close_reason
 from relay.config import Config
 from relay.event_keys import duplicate_key, may_have_duplicate_keys
-from relay.metrics import RelayMetrics
 from relay.session_query import parse_session_query
+from relay.wire.link import FrameLink, LinkOwner
 from tests.test_access import admitted, make_door, req
 from tests.test_session_state import make_state, sent
 
 
 def test_the_client_buffer_overflows_one_byte_past_its_bound() -> None:
-    ledger = OutboxLedger(max_bytes=100, max_audio_seconds=2.0)
-    assert ledger.add(60, 0.5) is None
-    assert ledger.add(40, 1.5) is None  # exactly 100 bytes and 2 s: still within both bounds
-    assert (ledger.bytes, ledger.audio_seconds) == (100, 2.0)
-    over = ledger.add(1, 0.0)
+    backlog = ClientBacklog(max_bytes=100, max_audio_seconds=2.0)
+    backlog.sent(60, 0.5)
+    assert backlog.check(written=60, buffered=60) is None
+    backlog.sent(100, 1.5)
+    assert backlog.check(written=100, buffered=100) is None  # exactly 100 bytes and 2 s: within both bounds
+    assert backlog.audio_seconds == 2.0
+    over = backlog.check(written=101, buffered=101)
     assert over is not None and "RELAY_CLIENT_BUFFER_BYTES" in over
-    ledger.remove(41, 1.5)
-    assert (ledger.bytes, ledger.audio_seconds) == (60, 0.5)
-    over = ledger.add(0, 1.6)
+    # The client took the first 60 bytes: the first frame's half second left with them, the second's did not.
+    assert backlog.check(written=101, buffered=41) is None and backlog.audio_seconds == 1.5
+    backlog.sent(105, 0.6)
+    over = backlog.check(written=105, buffered=45)
     assert over is not None and "RELAY_CLIENT_BUFFER_SECONDS" in over
-    ledger.remove(60, 5.0)
-    assert (ledger.bytes, ledger.audio_seconds) == (0, 0.0)  # never below nothing
+    assert backlog.check(written=105, buffered=0) is None
+    assert backlog.audio_seconds == 0.0  # all taken: nothing is waiting, never below nothing
 
 
 def test_a_client_may_run_exactly_its_margin_ahead_of_real_time() -> None:
@@ -139,37 +142,55 @@ def test_other_query_parameters_do_not_hide_the_ones_the_relay_judges() -> None:
     assert not isinstance(query, Denial) and query.rates == {"input_rate": 48000}
 
 
-class _Socket:
-    """Enough of a client socket for an outbox that is never started."""
+class _UnreadTransport:
+    """A client transport whose peer reads nothing: every byte written stays buffered."""
 
     def __init__(self) -> None:
-        self.scope: dict[str, object] = {"type": "websocket", "extensions": {}}
+        self.buffered = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.buffered += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        pass
 
 
 def _outbox(**bounds: float) -> tuple[ClientOutbox, list[str]]:
     overflows: list[str] = []
-    outbox = ClientOutbox(
-        cast(WebSocket, _Socket()),
-        SessionBounds(**bounds),  # type: ignore[arg-type]
-        forward_latency=RelayMetrics().forward_to_client,
-        on_overflow=overflows.append,
+    link = FrameLink(
+        cast(asyncio.Transport, _UnreadTransport()),
+        cast(LinkOwner, None),
+        masking=False,
+        max_message=1 << 20,
+        hard_limit=1 << 24,
+        heartbeat=0,
+        close_grace=1,
     )
+    outbox = ClientOutbox(link, SessionBounds(**bounds), on_overflow=overflows.append)  # type: ignore[arg-type]
     return outbox, overflows
 
 
-def test_frames_without_audio_count_no_seconds_in_the_client_buffer() -> None:
+async def test_frames_without_audio_count_no_seconds_in_the_client_buffer() -> None:
     outbox, overflows = _outbox(client_buffer_seconds=1.0, client_buffer_bytes=10_000)
     assert all(outbox.put("{}") for _ in range(5))
     assert outbox.put("{}", audio_seconds=1.0) and overflows == []
     assert not outbox.put("{}", audio_seconds=0.5)
     assert overflows and "RELAY_CLIENT_BUFFER_SECONDS" in overflows[0]
     assert not outbox.put("{}") and not outbox.open  # a client found too slow gets nothing more
+    outbox.abort()
 
 
-def test_a_client_buffer_past_its_bytes_refuses_the_frame() -> None:
-    outbox, overflows = _outbox(client_buffer_bytes=10)
-    assert outbox.put("x" * 10)
+async def test_a_client_buffer_past_its_bytes_refuses_the_frame() -> None:
+    outbox, overflows = _outbox(client_buffer_bytes=12)
+    assert outbox.put("x" * 10)  # 12 bytes with the frame's header
     assert not outbox.put("y") and overflows and "RELAY_CLIENT_BUFFER_BYTES" in overflows[0]
+    outbox.abort()
 
 
 def test_an_event_nested_too_deeply_to_check_is_refused_with_a_reason() -> None:
