@@ -164,14 +164,19 @@ class ClientPace:
     def wait_before(self) -> float:
         """Seconds to wait before reading the next frame (0 when the client is within its margins)."""
         self._catch_up()
-        audio_wait = self._audio_ahead - self.ahead_seconds
-        bytes_wait = (self._bytes_ahead - self.burst_bytes) / CLIENT_BYTES_PER_SECOND
-        frames_wait = (self._frames_ahead - 2 * CLIENT_FRAMES_PER_SECOND) / CLIENT_FRAMES_PER_SECOND
-        return max(0.0, audio_wait, bytes_wait, frames_wait)
+        return self._wait()
 
-    def received(self, nbytes: int, audio_seconds: float) -> None:
-        """Count a frame of `nbytes` from the client that carried `audio_seconds` of audio upstream."""
+    def received(self, nbytes: int, audio_seconds: float) -> float:
+        """Count a frame of `nbytes` from the client that carried `audio_seconds` of audio upstream; return the
+        seconds to wait before reading the next one (as `wait_before`, without reading the clock twice)."""
         self._catch_up()
         self._bytes_ahead += nbytes
         self._frames_ahead += 1
         self._audio_ahead += audio_seconds
+        return self._wait()
+
+    def _wait(self) -> float:
+        audio_wait = self._audio_ahead - self.ahead_seconds
+        bytes_wait = (self._bytes_ahead - self.burst_bytes) / CLIENT_BYTES_PER_SECOND
+        frames_wait = (self._frames_ahead - 2 * CLIENT_FRAMES_PER_SECOND) / CLIENT_FRAMES_PER_SECOND
+        return max(0.0, audio_wait, bytes_wait, frames_wait)

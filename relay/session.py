@@ -220,9 +220,9 @@ class RelaySession:
             return
         self.last_client_activity = time.monotonic()
         actions = self.state.refuse_oversized(size, binary=opcode != OP_TEXT)
-        self._pace.received(size, 0.0)
+        wait = self._pace.received(size, 0.0)
         self._to_client(actions)
-        self._after_client_frame()
+        self._after_client_frame(wait)  # holds the link itself when the client is ahead of its pace
 
     def on_closed(self, link: FrameLink, code: int, reason: str) -> None:
         """Either side closed or was lost."""
@@ -252,7 +252,7 @@ class RelaySession:
             actions = state.from_client_text(text)
         else:
             actions = state.from_client_bytes(bytes(payload))
-        self._pace.received(len(payload), actions.audio_from_client)
+        wait = self._pace.received(len(payload), actions.audio_from_client)
         if actions.to_client:
             self._to_client(actions)
         upstream = self._upstream
@@ -275,10 +275,9 @@ class RelaySession:
         if actions.close is not None:
             self._set_end("policy", *actions.close)
             return True
-        return self._after_client_frame()
+        return self._after_client_frame(wait)
 
-    def _after_client_frame(self) -> bool:
-        wait = self._pace.wait_before()
+    def _after_client_frame(self, wait: float) -> bool:
         if wait > 0:
             # Far ahead of real time: read this client no faster than its pace (TCP holds the rest).
             self._hold(_HOLD_PACE)
