@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import structlog
 from starlette.websockets import WebSocket
@@ -33,11 +34,12 @@ from relay.bounds import (
 from relay.client_outbox import ClientOutbox, close_reason
 from relay.client_socket import taker
 from relay.limits import SessionTimers
+from relay.message_link import MessageLink, MessageSocket
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
 from relay.session_state import Actions, SessionState
-from relay.upstream import UPSTREAM_MAX_MESSAGE_BYTES, UpstreamFailure, classify_failure, lost_connection
-from relay.wire.dial import dial, take_over
+from relay.upstream import UPSTREAM_MAX_MESSAGE_BYTES, UpstreamFailure, lost_connection, open_upstream
+from relay.wire.dial import Dialled, take_over
 from relay.wire.frames import OP_TEXT
 from relay.wire.link import ABNORMAL_CLOSURE, NO_STATUS, FrameLink
 
@@ -51,6 +53,29 @@ _MIN_HARD_LIMIT = 16 * 1024 * 1024
 _HOLD_PACE = "pace"
 _HOLD_PENDING = "pending"
 _HOLD_SLICING = "slicing"
+
+
+#: How a session opens its upstream: a connection for frames to be forwarded as they come, or a translating socket.
+Opener = Callable[[], Awaitable[Dialled | MessageSocket]]
+
+
+class UpstreamLink(Protocol):
+    """What the session uses of its upstream link (a `FrameLink`, or a `MessageLink` for a translating socket)."""
+
+    close_sent: int | None
+
+    def send_text(self, text: str) -> None: ...
+
+    def write_raw(self, frame: bytes | memoryview) -> None: ...
+
+    def close(self, code: int, reason: str = "") -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+    @property
+    def lost(self) -> bool: ...
+
+    def abort(self) -> None: ...
 
 
 def _passes_through(code: int) -> bool:
@@ -84,12 +109,15 @@ class RelaySession:
         bounds: SessionBounds,
         metrics: RelayMetrics,
         subprotocol: str | None = None,
+        opener: Opener | None = None,
     ) -> None:
         self.session_id = session_id
         self.identity = identity
         self.state = state
         self._ws = websocket
         self._subprotocol = subprotocol
+        #: How this session opens its upstream when it is not the OpenAI socket at `upstream_url`.
+        self._opener = opener
         self._url = upstream_url
         self._api_key = api_key
         self._connect_timeout = connect_timeout
@@ -98,8 +126,8 @@ class RelaySession:
         self._client: FrameLink | None = None
         self._outbox: ClientOutbox | None = None
         #: The upstream link once it is open; `_upstream` is set only after the held events went out.
-        self._opened: FrameLink | None = None
-        self._upstream: FrameLink | None = None
+        self._opened: UpstreamLink | None = None
+        self._upstream: UpstreamLink | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._slicing: asyncio.Task[None] | None = None
         self._pending: deque[str] = deque()
@@ -204,7 +232,7 @@ class RelaySession:
     # -- what the links report (LinkOwner) -------------------------------------------------------------------
 
     def on_message(
-        self, link: FrameLink, opcode: int, payload: bytes | memoryview, raw: memoryview | None
+        self, link: FrameLink | MessageLink, opcode: int, payload: bytes | memoryview, raw: memoryview | None
     ) -> bool:
         """A whole message from either side; False holds the client's link (the upstream's is never held)."""
         if link is self._client:
@@ -214,7 +242,7 @@ class RelaySession:
             self._from_upstream(opcode, payload, raw)
         return True
 
-    def on_oversized(self, link: FrameLink, opcode: int, size: int) -> None:
+    def on_oversized(self, link: FrameLink | MessageLink, opcode: int, size: int) -> None:
         """A client message over RELAY_MAX_MESSAGE_BYTES was skipped unread: say so; the session goes on."""
         if self._end is not None or link is not self._client:
             return
@@ -224,7 +252,7 @@ class RelaySession:
         self._to_client(actions)
         self._after_client_frame(wait)  # holds the link itself when the client is ahead of its pace
 
-    def on_closed(self, link: FrameLink, code: int, reason: str) -> None:
+    def on_closed(self, link: FrameLink | MessageLink, code: int, reason: str) -> None:
         """Either side closed or was lost."""
         if link is self._client:
             self._client_closed()
@@ -337,25 +365,30 @@ class RelaySession:
 
     async def _connect_upstream(self) -> None:
         connect_started = time.perf_counter()
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
-            dialled = await dial(self._url, headers, self._connect_timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            failure: UpstreamFailure = classify_failure(exc, self._url, self._connect_timeout)
+            if self._opener is not None:
+                opened = await self._opener()
+            else:
+                opened = await open_upstream(self._url, self._api_key, self._connect_timeout)
+        except UpstreamFailure as failure:
             self.log.warning("upstream_connect_failed", reason=failure.reason, code=failure.code)
             self._end_with_error(failure.code, failure.message, failure.close_code, "upstream_failed")
             return
-        link = self._opened = FrameLink(
-            dialled.transport,
-            self,
-            masking=True,
-            max_message=UPSTREAM_MAX_MESSAGE_BYTES,
-            hard_limit=UPSTREAM_MAX_MESSAGE_BYTES,
-            heartbeat=self._bounds.heartbeat_seconds,
-            close_grace=END_GRACE_SECONDS,
-        )
+        dialled = opened if isinstance(opened, Dialled) else None
+        link: UpstreamLink
+        if dialled is not None:
+            link = FrameLink(
+                dialled.transport,
+                self,
+                masking=True,
+                max_message=UPSTREAM_MAX_MESSAGE_BYTES,
+                hard_limit=UPSTREAM_MAX_MESSAGE_BYTES,
+                heartbeat=self._bounds.heartbeat_seconds,
+                close_grace=END_GRACE_SECONDS,
+            )
+        else:  # a translating connection: messages, not frames
+            link = MessageLink(cast(MessageSocket, opened), self, END_GRACE_SECONDS)
+        self._opened = link
         seconds = time.perf_counter() - connect_started
         self._metrics.upstream_connect.observe(seconds)
         self.log.info("upstream_connected", seconds=round(seconds, 4))
@@ -365,7 +398,8 @@ class RelaySession:
             link.send_text(self._pending.popleft())
         # Nothing is awaited from here on: the client's frames now go straight up, after the held ones.
         self._upstream = link
-        take_over(dialled, link)
+        if dialled is not None:
+            take_over(dialled, cast(FrameLink, link))
         if self._end is None:
             self._unhold(_HOLD_PENDING)
 

@@ -10,6 +10,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from relay import protocol
 from relay.protocol import CloseCode
+from relay.wire.dial import Dialled, dial
 
 # Audio deltas and `conversation.item.retrieved` can be large; the relay's own limit is on what clients send.
 UPSTREAM_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -43,7 +44,9 @@ def describe_endpoint(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def classify_failure(exc: BaseException, url: str, timeout: float) -> UpstreamFailure:
+def classify_failure(
+    exc: BaseException, url: str, timeout: float, credential_name: str = "OPENAI_API_KEY"
+) -> UpstreamFailure:
     """Map an exception raised while connecting upstream to an `UpstreamFailure`. Never includes secrets."""
     where = describe_endpoint(url)
     if isinstance(exc, InvalidStatus):
@@ -52,7 +55,7 @@ def classify_failure(exc: BaseException, url: str, timeout: float) -> UpstreamFa
             return UpstreamFailure(
                 protocol.UPSTREAM_AUTH_FAILED,
                 f"The upstream ({where}) refused the relay's API key (HTTP {status}). This is a server "
-                "configuration problem: the operator must set a valid OPENAI_API_KEY.",
+                f"configuration problem: the operator must set a valid {credential_name}.",
                 CloseCode.UPSTREAM_AUTH,
                 f"http_{status}",
             )
@@ -109,3 +112,25 @@ def lost_connection(url: str) -> UpstreamFailure:
         CloseCode.UPSTREAM_UNAVAILABLE,
         "dropped",
     )
+
+
+async def open_upstream(
+    url: str,
+    api_key: str,
+    timeout: float,
+    *,
+    headers: dict[str, str] | None = None,
+    credential_name: str = "OPENAI_API_KEY",
+) -> Dialled:
+    """Open the upstream socket with `Authorization: Bearer <api_key>` (or the given `headers`); raise
+    `UpstreamFailure` on any failure. `credential_name` is the setting an operator fixes when the key is refused.
+
+    The connection comes back right after its handshake, for a `FrameLink` to take over (`relay.wire.dial`).
+    """
+    sent = dict(headers or {})
+    if api_key:
+        sent["Authorization"] = f"Bearer {api_key}"
+    try:
+        return await dial(url, sent, timeout)
+    except Exception as exc:
+        raise classify_failure(exc, url, timeout, credential_name) from None

@@ -10,7 +10,7 @@ client's pace and the bounds on held work are kept, with the unread bytes left i
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 from relay.wire.frames import (
     OP_BINARY,
@@ -38,15 +38,15 @@ class LinkOwner(Protocol):
     """What a link reports to whoever drives it."""
 
     def on_message(
-        self, link: FrameLink, opcode: int, payload: bytes | memoryview, raw: memoryview | None
+        self, link: Any, opcode: int, payload: bytes | memoryview, raw: memoryview | None
     ) -> bool:
         """A whole message (`raw` is its one frame as received, None if it came in fragments). Return False to
         hold the link: nothing more is read until `release()`."""
 
-    def on_oversized(self, link: FrameLink, opcode: int, size: int) -> None:
+    def on_oversized(self, link: Any, opcode: int, size: int) -> None:
         """A message over the link's limit was skipped without being read into memory."""
 
-    def on_closed(self, link: FrameLink, code: int, reason: str) -> None:
+    def on_closed(self, link: Any, code: int, reason: str) -> None:
         """The peer closed (its code and reason), or the connection failed (1006). Called once."""
 
 
