@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from relay.wire.frames import (
     parse_close,
 )
 from relay.wire.link import FrameLink, LinkOwner
+from tests.test_access import TOKEN
 from tests.test_hostile_properties import EXAMPLES
 
 MASKS = MaskSource()
@@ -220,3 +222,75 @@ async def test_a_held_link_delivers_nothing_until_it_is_released() -> None:
     assert owner.messages == []
     link.release()
     assert [m[1] for m in owner.messages] == [b"one", b"two"]
+
+
+# -- through a running relay ------------------------------------------------------------------------------------
+
+
+class RawClient:
+    """A WebSocket client written frame by frame, to send what the `websockets` client would not."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.scanner = FrameScanner(masked=False, max_payload=1 << 24, hard_limit=1 << 24)
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        return cls(reader, writer)
+
+    async def frame(self) -> Frame:
+        while (found := self.scanner.next()) is None:
+            self.scanner.feed(await asyncio.wait_for(self.reader.read(65536), 10))
+        assert isinstance(found, Frame)
+        return Frame(found.opcode, found.fin, bytes(found.payload), memoryview(bytes(found.raw)))
+
+    async def event(self) -> dict[str, object]:
+        while (frame := await self.frame()).opcode != OP_TEXT:
+            pass
+        event = json.loads(bytes(frame.payload))
+        assert isinstance(event, dict)
+        return event
+
+
+async def test_fragments_pings_and_bad_utf8_from_a_real_client_meet_rfc_6455(
+    relay_factory: Any,
+) -> None:
+    relay = await relay_factory(access_tokens=TOKEN)
+    client = await RawClient.connect(relay.inner.port)
+    assert (await client.event())["type"] == "session.created"
+    item = json.dumps(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Hello."}],
+            },
+        }
+    ).encode()
+    client.writer.write(
+        client_frame(OP_TEXT, item[:20], fin=False)
+        + client_frame(OP_PING, b"ping 1")
+        + client_frame(OP_CONT, item[20:])
+    )
+    pong = await client.frame()
+    assert (pong.opcode, bytes(pong.payload)) == (0xA, b"ping 1")  # answered between the fragments
+    assert (await client.event())[
+        "type"
+    ] == "conversation.item.added"  # the reassembled event reached the model
+    client.writer.write(client_frame(OP_TEXT, b'{"type": "response.cancel", "x": "\xff"}'))
+    while (error := await client.event())["type"] == "conversation.item.done":
+        pass
+    assert error["type"] == "error" and error["error"]["code"] == "relay_bad_event"  # type: ignore[index]
+    while (closing := await client.frame()).opcode != OP_CLOSE:
+        pass
+    assert parse_close(bytes(closing.payload))[0] == 1007
+    client.writer.close()
