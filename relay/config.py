@@ -295,7 +295,7 @@ SETTINGS: tuple[Setting, ...] = (
         "RELAY_CLIENT_BUFFER_BYTES",
         _int_range(64 * 1024, 1024 * 1024 * 1024),
         "8388608",
-        "Bytes queued for a client that reads slower than the upstream sends; beyond it the client is closed "
+        "Bytes waiting for a client that reads slower than the upstream sends; beyond it the client is closed "
         "(1013).",
     ),
     Setting(
@@ -303,14 +303,14 @@ SETTINGS: tuple[Setting, ...] = (
         "RELAY_CLIENT_BUFFER_SECONDS",
         _float_range(1, 3600),
         "60",
-        "Seconds of audio queued for a slow client; beyond it the client is closed (1013).",
+        "Seconds of audio waiting for a slow client; beyond it the client is closed (1013).",
     ),
     Setting(
         "client_stall_seconds",
         "RELAY_CLIENT_STALL_SECONDS",
         _float_range(0.5, 600),
         "5",
-        "Longest a send may wait for a client that stopped reading; then it is closed (1013).",
+        "Longest a client may take nothing while bytes wait for it; then it is closed (1013).",
     ),
     Setting(
         "heartbeat_seconds",
