@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import struct
 from typing import Any, cast
@@ -10,6 +11,9 @@ from typing import Any, cast
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from relay.wire.frames import (
     OP_BINARY,
@@ -294,3 +298,85 @@ async def test_fragments_pings_and_bad_utf8_from_a_real_client_meet_rfc_6455(
         pass
     assert parse_close(bytes(closing.payload))[0] == 1007
     client.writer.close()
+
+
+async def test_frames_that_need_no_change_reach_the_other_side_byte_for_byte(relay_factory: Any) -> None:
+    """Unchanged events are forwarded as the bytes they came in: odd spacing and key order survive both ways,
+    which they would not if the relay parsed and serialised them again."""
+    audio = base64.b64encode(bytes(960)).decode()
+    from_client = '{ "audio" :"' + audio + '",  "type":"input_audio_buffer.append" }'
+    from_upstream = (
+        '{"delta": "' + audio + '" , "type" : "response.output_audio.delta", "response_id":"resp_1", '
+        '"item_id":"item_1","output_index":0,"content_index":0, "event_id":"event_9"}'
+    )
+    received: list[str] = []
+
+    async def upstream(ws: ServerConnection) -> None:
+        session = {"id": "sess_1", "type": "realtime", "object": "realtime.session"}
+        await ws.send(json.dumps({"type": "session.created", "event_id": "event_1", "session": session}))
+        async for message in ws:
+            assert isinstance(message, str)
+            received.append(message)
+            if json.loads(message)["type"] == "session.update":  # the relay's session defaults
+                await ws.send(
+                    json.dumps({"type": "session.updated", "event_id": "event_3", "session": session})
+                )
+            if '"input_audio_buffer.append"' in message:
+                created = {"type": "response.created", "event_id": "event_2", "response": {"id": "resp_1"}}
+                await ws.send(json.dumps(created))
+                await ws.send(from_upstream)
+
+    async with serve(upstream, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
+        relay = await relay_factory(upstream_url=url, access_tokens=TOKEN)
+        client = await RawClient.connect(relay.inner.port)
+        assert (await client.event())["type"] == "session.created"
+        client.writer.write(client_frame(OP_TEXT, from_client.encode()))
+        while (frame := await client.frame()).opcode != OP_TEXT or b"output_audio.delta" not in bytes(
+            frame.payload
+        ):
+            pass
+        client.writer.close()
+    assert bytes(frame.payload) == from_upstream.encode()
+    assert from_client in received
+
+
+async def test_a_client_frame_reaches_the_upstream_with_the_clients_own_mask(relay_factory: Any) -> None:
+    """The frame itself is forwarded, not rebuilt: the upstream sees the very bytes the client put on the wire,
+    masking key included (a rebuilt frame would carry a fresh key)."""
+    session = {"id": "sess_1", "type": "realtime", "object": "realtime.session"}
+    seen = bytearray()
+    got_it = asyncio.Event()
+    sent = client_frame(OP_TEXT, b'{"type":"input_audio_buffer.append","audio":"AAAAAA=="}')
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handshake = ServerProtocol()
+        handshake.receive_data(await reader.readuntil(b"\r\n\r\n"))
+        [request] = handshake.events_received()
+        assert isinstance(request, Request)
+        handshake.send_response(handshake.accept(request))
+        writer.write(b"".join(handshake.data_to_send()))
+        event = {"type": "session.created", "event_id": "event_1", "session": session}
+        writer.write(build_frame(OP_TEXT, json.dumps(event).encode()))
+        scanner = FrameScanner(masked=True, max_payload=1 << 20, hard_limit=1 << 24)
+        while data := await reader.read(65536):
+            seen.extend(data)
+            scanner.feed(data)
+            while (frame := scanner.next()) is not None:
+                assert isinstance(frame, Frame)
+                if json.loads(bytes(frame.payload))["type"] == "session.update":
+                    updated = {"type": "session.updated", "event_id": "event_2", "session": session}
+                    writer.write(build_frame(OP_TEXT, json.dumps(updated).encode()))
+            if sent in seen:
+                got_it.set()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    async with server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
+        relay = await relay_factory(upstream_url=url, access_tokens=TOKEN)
+        client = await RawClient.connect(relay.inner.port)
+        assert (await client.event())["type"] == "session.created"
+        client.writer.write(sent)
+        await asyncio.wait_for(got_it.wait(), 10)
+        client.writer.close()
