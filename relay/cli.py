@@ -385,12 +385,10 @@ async def serve(config: Config, sockets: Sockets | None = None) -> None:
             log_config=None,
             # The app reads proxy headers itself (relay.access), after noting who the socket peer is.
             proxy_headers=False,
-            ws_max_size=max(4 * config.max_message_bytes, 16 * 1024 * 1024),
             ws_per_message_deflate=False,
-            # Measured with `bench relay`: about a third less CPU per session than uvicorn's legacy websockets layer.
+            # Answers the upgrade; after it the relay takes the connection over (relay.client_socket), and its own
+            # frame link keeps the connection alive and bounds message sizes.
             ws=RelayWebSocketProtocol,
-            ws_ping_interval=config.heartbeat_seconds,
-            ws_ping_timeout=config.heartbeat_seconds,
             # Sessions are closed by the drain (each within END_GRACE_SECONDS) before the server stops, so what
             # is left is a stuck peer: the drain must end within RELAY_DRAIN_SECONDS + 2 s whatever clients do.
             timeout_graceful_shutdown=1,

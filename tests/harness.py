@@ -102,8 +102,6 @@ async def start_in_process(upstream_url: str, api_key: str, **settings: str) -> 
             lifespan="on",
             ws_per_message_deflate=False,
             ws=RelayWebSocketProtocol,
-            ws_ping_interval=config.heartbeat_seconds,
-            ws_ping_timeout=config.heartbeat_seconds,
             proxy_headers=False,  # the app applies trusted proxy headers itself, after recording the real peer
         )
     )
