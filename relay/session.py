@@ -33,6 +33,7 @@ from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
 from relay.session_state import Actions, SessionState
+from relay.tools.runner import ToolRunner
 from relay.upstream import UpstreamFailure, lost_connection, open_upstream
 
 _log = structlog.get_logger("relay.session")
@@ -70,6 +71,7 @@ class RelaySession:
         connect_timeout: float,
         bounds: SessionBounds,
         metrics: RelayMetrics,
+        tool_runner: ToolRunner | None = None,
     ) -> None:
         self.session_id = session_id
         self.identity = identity
@@ -99,6 +101,9 @@ class RelaySession:
         self._tasks: tuple[asyncio.Task[None], ...] = ()
         self.log = _log.bind(session_id=session_id, identity=identity)
         state.identity_metrics = metrics.for_identity(identity)
+        self._tool_runner = tool_runner
+        if tool_runner is not None:
+            tool_runner.attach(self._send_tool_frame)
 
     # -- public ----------------------------------------------------------------------------------------------
 
@@ -129,6 +134,8 @@ class RelaySession:
             for task in (client_task, upstream_task):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self._tool_runner is not None:
+                await self._tool_runner.close()
             if writer_task.done() and self._end is None:
                 self._set_end("client_closed", CloseCode.NORMAL, "client gone")
             end = self._end or SessionEnd("error", CloseCode.INTERNAL, "relay error")
@@ -277,6 +284,8 @@ class RelaySession:
                         )
                 for out in actions.to_upstream:
                     await upstream.send(out)
+                if actions.tool_calls and self._tool_runner is not None:
+                    self._tool_runner.start(actions.tool_calls)  # each in its own task: this pump never waits
                 if actions.close is not None:
                     self._set_end("limit", *actions.close)
                     return
@@ -291,6 +300,13 @@ class RelaySession:
             lost = lost_connection(self._url)
             self.log.warning("upstream_lost", code=closed.rcvd.code if closed.rcvd else None)
             self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
+
+    async def _send_tool_frame(self, text: str) -> None:
+        # A tool's output (or the request to go on) from its own task; a session already ending drops it.
+        upstream = self._upstream
+        if upstream is not None and self._end is None:
+            with contextlib.suppress(ConnectionClosed):
+                await upstream.send(text)
 
     def _upstream_closed(self, code: int | None, reason: str | None) -> None:
         if code is None or not _passes_through(code):
