@@ -259,13 +259,14 @@ def test_tools_file_errors_name_the_entry() -> None:
     assert good.allowed("tailscale:ann@example.com", names) == names
     assert good.allowed("anonymous", names) == {"t1"}
     assert good.allowed("token:x", names) == set()
-    for bad, words in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"servers": {"a": {}}}, "exactly one of command"),
         ({"servers": {"a": {"url": "ftp://x"}}}, "http:// or https://"),
         ({"servers": {"a": {"command": []}}}, "command must be a list"),
         ({"servers": {"a": {"command": ["x"], "secret": 1}}}, "unknown key 'secret'"),
         ({"access": {"x": "t1"}}, "must be a list of tool names"),
         ({"tools": {}}, "unknown table 'tools'"),
-    ]:
+    ]
+    for bad, words in cases:
         with pytest.raises(ToolSettingsError, match=words):
             parse_tool_settings(bad, "tools.toml")
