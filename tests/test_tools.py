@@ -497,3 +497,96 @@ async def test_the_agents_runner_sees_valid_events_with_server_calls_hidden(
     outputs = outputs_sent(record)
     assert orjson.loads(outputs[0]["output"]) == {"result": {"value": 3.1069, "unit": "mi"}}
     assert len(follow_ups(record)) == 1
+
+
+async def test_demo_mode_offers_the_demo_tools_and_logs_each_call_once_without_arguments(
+    start_relay: Callable[..., Awaitable[ProxiedRelay[Any]]],
+) -> None:
+    relay = await start_relay("--demo", api_key=None, tool_waiting_seconds="0")
+    async with sdk(relay).realtime.connect(model="gpt-realtime") as connection:
+        created = await events_until(connection, lambda e: e.type == "session.created")
+        offered = {t.name for t in created[-1].session.tools or []}
+        assert offered == {"current_time", "convert_units", "capital_city"}
+        await type_turn(connection, "what is the capital city of japan")
+        events = await events_until(connection, nth_done(2))
+    answer = [e for e in events if e.type == "response.output_audio_transcript.done"][-1].transcript
+    assert "Tokyo" in answer
+    async with asyncio.timeout(5):
+        while "tool_call" not in relay.log_text():
+            await asyncio.sleep(0.05)
+    [line] = [line for line in relay.log_lines() if line["event"] == "tool_call"]
+    assert line["tool"] == "capital_city" and line["outcome"] == "ok" and line["session_id"]
+    assert "arguments" not in line and "japan" not in relay.log_text()
+
+
+def _start_up(tmp_path: Path, toml: str, timeout: float = 40) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "tools.toml"
+    path.write_text(toml)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RELAY_PORT": str(free_port()),
+        "RELAY_METRICS_PORT": str(free_port()),
+        "RELAY_TOOLS_FILE": str(path),
+        "RELAY_TOOL_CONNECT_TIMEOUT": "3" if "sleep(60)" in toml else "20",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "--demo"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        (
+            f'[servers.one]\ncommand = ["{sys.executable}", "-m", "relay.demo_tools"]\n'
+            f'[servers.two]\ncommand = ["{sys.executable}", "-m", "relay.demo_tools"]\n',
+            "is offered by both MCP servers",
+        ),
+        ('[servers.gone]\nurl = "http://127.0.0.1:9/mcp"\n', "MCP server 'gone' (http://127.0.0.1:9/mcp)"),
+        ('[servers.nothing]\ncommand = ["/nonexistent/tool-server"]\n', "MCP server 'nothing'"),
+        (
+            f'[servers.silent]\ncommand = ["{sys.executable}", "-c", "import time; time.sleep(60)"]\n',
+            "did not answer within 3 s",
+        ),
+        (
+            f'[servers.demo]\ncommand = ["{sys.executable}", "-m", "relay.demo_tools"]\n[access]\nx = ["no_such"]\n',
+            "grants 'no_such'",
+        ),
+        ("[servers.demo\n", "is not valid TOML"),
+    ],
+)
+def test_a_tool_server_that_cannot_be_used_stops_the_start_up(tmp_path: Path, toml: str, words: str) -> None:
+    started = time.monotonic()
+    result = _start_up(tmp_path, toml)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert words in result.stderr, result.stderr[-2000:]
+    # Bounded by RELAY_TOOL_CONNECT_TIMEOUT, not by the server; and no server process is left behind holding the
+    # pipes (subprocess.run waits for them to close).
+    assert time.monotonic() - started < 25
+
+
+async def test_identities_get_only_the_tools_granted_to_them(
+    relay_factory: Start, tmp_path: Path, fake_upstream: FakeRealtimeServer
+) -> None:
+    path = tmp_path / "tools.toml"
+    path.write_text(
+        f'[servers.demo]\ncommand = ["{sys.executable}", "-m", "relay.demo_tools"]\n'
+        '[access]\n"anonymous" = ["current_time"]\n"tailscale:*" = ["*"]\n'
+    )
+    relay = await relay_factory(tools_file=str(path))
+    async with sdk(relay).realtime.connect(model="gpt-realtime") as connection:
+        created = await events_until(connection, lambda e: e.type == "session.created")
+        assert [t.name for t in created[-1].session.tools or []] == ["current_time"]
+        # A tool this identity may not use is not offered, so the model cannot call it.
+        await type_turn(connection, "convert units 5 km to mi")
+        events = await events_until(connection, nth_done(1))
+        assert not any(
+            e.type == "response.output_item.done" and e.item.type == "function_call" for e in events
+        )
+    assert outputs_sent(fake_upstream.connections[-1]) == []

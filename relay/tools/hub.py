@@ -99,7 +99,7 @@ class _Connection:
         except TimeoutError:
             raise ToolStartupError(
                 f"MCP server {self.spec.name!r} ({describe(self.spec)}) did not answer within {timeout:g} s "
-                "(RELAY_TOOL_CONNECT_TIMEOUT_SECONDS); check that it starts and speaks MCP"
+                "(RELAY_TOOL_CONNECT_TIMEOUT); check that it starts and speaks MCP"
             ) from None
         if self._failure is not None:
             raise ToolStartupError(
@@ -131,11 +131,16 @@ class _Connection:
 
     async def close(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                async with asyncio.timeout(_CLOSE_SECONDS):
-                    await asyncio.shield(self._task)
-            self._task.cancel()
+        task = self._task
+        if task is None:
+            return
+        if not self._ready.is_set() or self._failure is not None:
+            task.cancel()  # still connecting: nothing to close politely
+        # The SDK stops a stdio server itself (terminate, then kill) as its context ends; wait for that, bounded.
+        done, _ = await asyncio.wait({task}, timeout=_CLOSE_SECONDS)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=_CLOSE_SECONDS)
 
 
 def _short(exc: BaseException) -> str:
