@@ -9,7 +9,6 @@ one message naming the server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 from dataclasses import dataclass
