@@ -150,7 +150,9 @@ def test_server_call_events_are_marked_or_hidden() -> None:
     client_call = call_done("resp_1", "call_w", name="get_weather")
     assert not visible.from_upstream(client_call).changed and "relay" not in client_call
 
+    assert not visible.reads_argument_deltas  # marking deltas is a courtesy; the items carry the mark
     hidden = calls(visible=False)
+    assert hidden.reads_argument_deltas
     hidden.from_upstream(created("resp_1"))
     assert hidden.from_upstream(call_done("resp_1", "call_1")).drop
     delta = {"type": "response.function_call_arguments.delta", "item_id": "item_call_1", "delta": "{"}

@@ -92,6 +92,12 @@ class ToolCalls:
         self._active: set[str] = set()
         self._ids = itertools.count(1)
 
+    @property
+    def reads_argument_deltas(self) -> bool:
+        """True when `response.function_call_arguments.delta` must reach `from_upstream` (hidden calls: a fast
+        path that forwards deltas unparsed would show the client a hidden call's arguments)."""
+        return not self.visible
+
     # -- client → upstream -------------------------------------------------------------------------------
 
     def from_client(self, event: dict[str, Any]) -> tuple[Refusal | None, bool]:

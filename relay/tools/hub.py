@@ -12,13 +12,14 @@ import asyncio
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
 import structlog
-from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment
+
+if TYPE_CHECKING:
+    from mcp import Client
 
 from relay.tools.output import error_output, result_output
 from relay.tools.settings import ServerSpec, ToolSettings
@@ -81,7 +82,11 @@ class _Connection:
         self._failure: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def _target(self) -> StdioServerParameters | str:
+    def _target(self) -> Any:
+        # Imported here: a relay without tool servers does not load the MCP SDK (tens of MiB of models).
+        from mcp import StdioServerParameters
+        from mcp.client.stdio import get_default_environment
+
         if self.spec.url:
             return self.spec.url
         return StdioServerParameters(
@@ -107,6 +112,8 @@ class _Connection:
             ) from None
 
     async def _hold(self) -> None:
+        from mcp import Client
+
         try:
             async with Client(self._target()) as client:
                 tools: list[Any] = []
