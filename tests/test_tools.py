@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from openai import AsyncOpenAI
 
 from relay.fake.server import ConnectionRecord, FakeRealtimeServer
@@ -590,3 +591,33 @@ async def test_identities_get_only_the_tools_granted_to_them(
             e.type == "response.output_item.done" and e.item.type == "function_call" for e in events
         )
     assert outputs_sent(fake_upstream.connections[-1]) == []
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_a_sessions_calls_run_within_its_concurrency_bound(
+    tool_relay: Start, fake_upstream: FakeRealtimeServer, concurrency: int
+) -> None:
+    relay = await tool_relay(tool_concurrency=str(concurrency), tool_timeout_seconds="1", log_level="debug")
+    with structlog.testing.capture_logs() as logs:
+        async with sdk(relay).realtime.connect(model="gpt-realtime") as connection:
+            # One response, two calls (parallel tool calls): one that hangs until its 1 s timeout, one of 0.3 s.
+            await type_turn(connection, "hang forever and slow lookup 0.3")
+            events = await events_until(connection, nth_done(2))
+    items = [
+        e.item for e in events if e.type == "response.output_item.done" and e.item.type == "function_call"
+    ]
+    assert [item.name for item in items] == ["hang_forever", "slow_lookup"]
+    record = fake_upstream.connections[-1]
+    by_name = {item.call_id: item.name for item in items}
+    finished = [by_name[o["call_id"]] for o in outputs_sent(record)]
+    # With one slot the quick call waits for the hanging one to time out; with four it does not.
+    assert finished == (
+        ["hang_forever", "slow_lookup"] if concurrency == 1 else ["slow_lookup", "hang_forever"]
+    )
+    assert len(follow_ups(record)) == 1  # one follow-up, once both outputs are in
+    # At debug level each call's line carries its arguments.
+    lines = [line for line in logs if line.get("event") == "tool_call"]
+    assert {line["tool"]: line["arguments"] for line in lines} == {
+        "hang_forever": "{}",
+        "slow_lookup": '{"seconds":0.3}',
+    }
