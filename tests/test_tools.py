@@ -621,3 +621,28 @@ async def test_a_sessions_calls_run_within_its_concurrency_bound(
         "hang_forever": "{}",
         "slow_lookup": '{"seconds":0.3}',
     }
+
+
+async def test_a_tool_server_that_writes_garbage_and_dies_costs_only_its_calls(
+    relay_factory: Start, tmp_path: Path, fake_upstream: FakeRealtimeServer
+) -> None:
+    path = tmp_path / "tools.toml"
+    path.write_text(
+        f'[servers.flaky]\ncommand = ["{sys.executable}", "-m", "tests.tool_server"]\n'
+        f'env = {{ PYTHONPATH = "{REPO}" }}\n'
+    )
+    relay = await relay_factory(tools_file=str(path), tool_timeout_seconds="3", tool_waiting_seconds="0")
+    async with sdk(relay).realtime.connect(model="gpt-realtime") as connection:
+        started = time.monotonic()
+        await type_turn(connection, "garbage then exit")
+        await events_until(connection, nth_done(2))
+        first_took = time.monotonic() - started
+        # The server is gone: a later call gets an error output too, and the session still answers plain turns.
+        await type_turn(connection, "now explode")
+        await events_until(connection, nth_done(2))
+        await type_turn(connection, "hello again")
+        events = await events_until(connection, nth_done(1))
+        assert events[-1].response.status == "completed"
+    first, second = (orjson.loads(o["output"]) for o in outputs_sent(fake_upstream.connections[-1]))
+    assert "error" in first and first_took < 8
+    assert "explode" in second["error"] and ("unavailable" in second["error"] or "failed" in second["error"])

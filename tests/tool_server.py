@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 
 from mcp.server.mcpserver import MCPServer
 
@@ -37,6 +39,14 @@ def explode() -> str:
 def broken_json() -> str:
     """Returns text that claims to be JSON and is not."""
     return "{'answer': 42,"
+
+
+@server.tool()
+def garbage_then_exit() -> str:
+    """Writes a line that is not JSON-RPC where the protocol runs (stdout over stdio), then dies."""
+    sys.stdout.write("this is not JSON-RPC {\n")
+    sys.stdout.flush()
+    os._exit(3)
 
 
 def main() -> None:
