@@ -199,6 +199,7 @@ async def test_a_spoken_turn_calls_a_demo_tool_and_the_answer_follows(
             "hang_forever",
             "explode",
             "broken_json",
+            "garbage_then_exit",
         }
 
         # A client may not answer a server call; the session goes on.

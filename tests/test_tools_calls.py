@@ -162,6 +162,20 @@ def test_server_call_events_are_marked_or_hidden() -> None:
         "item": {"id": "item_o", "type": "function_call_output", "call_id": "call_1", "output": "{}"},
     }
     assert hidden.from_upstream(output_item).drop
+    # Items after hidden ones follow the last item the client saw.
+    item = call_done("resp_1", "call_1")["item"]
+    added_call = {"type": "conversation.item.added", "previous_item_id": "item_u", "item": item}
+    assert hidden.from_upstream(added_call).drop
+    output_item["previous_item_id"] = "item_call_1"
+    hidden.from_upstream(output_item)
+    answer = {
+        "type": "conversation.item.added",
+        "previous_item_id": "item_o",
+        "item": {"id": "item_m", "type": "message"},
+    }
+    assert hidden.from_upstream(answer).changed and answer["previous_item_id"] == "item_u"
+    committed = {"type": "input_audio_buffer.committed", "previous_item_id": "item_o", "item_id": "item_u2"}
+    assert hidden.from_upstream(committed).changed and committed["previous_item_id"] == "item_u"
     end = done(
         "resp_1", output=[{"id": "item_call_1", "type": "function_call"}, {"id": "item_m", "type": "message"}]
     )

@@ -88,6 +88,8 @@ class ToolCalls:
         self._calls: dict[str, CallRequest] = {}
         self._answered: set[str] = set()
         self._items: set[str] = set()
+        # Hidden items → the visible item each follows, so that `previous_item_id` never names a hidden one.
+        self._hidden_after: dict[str, str | None] = {}
         self._responses: dict[str, _Response] = {}
         self._active: set[str] = set()
         self._ids = itertools.count(1)
@@ -152,8 +154,11 @@ class ToolCalls:
         """Judge an upstream event (mutating it when it must change for the client)."""
         kind = event.get("type")
         verdict = ToolVerdict()
-        if kind in _ITEM_EVENTS:
-            self._on_item(event, verdict)
+        if kind in _ITEM_EVENTS or kind == "input_audio_buffer.committed":
+            if kind in _ITEM_EVENTS:
+                self._on_item(event, verdict)
+            if not self.visible:
+                self._skip_hidden_predecessor(event, verdict)
         elif kind in _ARGUMENT_EVENTS:
             if event.get("item_id") in self._items:
                 self._hide_or_mark(event, verdict)
@@ -190,6 +195,19 @@ class ToolCalls:
             self._hide_or_mark(event, verdict)
         elif item_type == "function_call" and event["type"] == "response.output_item.done":
             self._response(str(event.get("response_id", ""))).client_calls += 1
+
+    def _skip_hidden_predecessor(self, event: dict[str, Any], verdict: ToolVerdict) -> None:
+        previous = event.get("previous_item_id")
+        if not isinstance(previous, str):
+            previous = None
+        item = event.get("item")
+        if verdict.drop:
+            if isinstance(item, dict) and "previous_item_id" in event:
+                after = self._hidden_after.get(previous, previous) if previous is not None else None
+                self._hidden_after[str(item.get("id", ""))] = after
+        elif previous is not None and previous in self._hidden_after:
+            event["previous_item_id"] = self._hidden_after[previous]
+            verdict.changed = True
 
     def _call_done(self, event: dict[str, Any], item: dict[str, Any], verdict: ToolVerdict) -> None:
         call_id = item.get("call_id")
