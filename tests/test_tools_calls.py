@@ -84,6 +84,17 @@ def test_the_follow_up_waits_for_both_the_output_and_the_response_end() -> None:
     assert tracker.finished("call_1", "{}") == []  # once only
 
 
+def test_a_long_session_forgets_settled_responses() -> None:
+    tracker = calls()
+    for turn in range(50):
+        run_call(tracker, f"resp_{turn}", f"call_{turn}")
+        tracker.from_upstream(done(f"resp_{turn}", "cancelled" if turn % 2 else "completed"))
+        tracker.finished(f"call_{turn}", "{}")
+        tracker.from_upstream(created(f"resp_f{turn}"))
+        tracker.from_upstream(done(f"resp_f{turn}"))
+    assert tracker.tracked_responses <= 1
+
+
 @pytest.mark.parametrize("status", ["cancelled", "failed", "incomplete"])
 def test_no_follow_up_after_a_response_that_did_not_complete(status: str) -> None:
     tracker = calls()

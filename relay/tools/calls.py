@@ -294,7 +294,19 @@ class ToolCalls:
         }
         return [dumps({"type": "response.create", "event_id": self._event_id("wait"), "response": ask})]
 
+    @property
+    def tracked_responses(self) -> int:
+        """Responses still tracked (settled ones are forgotten, so a long session does not grow)."""
+        return len(self._responses)
+
     def _follow_ups(self) -> list[str]:
+        # Responses with nothing left to decide are forgotten; their call ids stay known (to refuse client outputs).
+        for response_id, response in list(self._responses.items()):
+            settled = (
+                response.followed_up or response.superseded or response.status not in (None, "completed")
+            )
+            if response.status is not None and settled and response.calls <= self._answered:
+                del self._responses[response_id]
         if self._active:
             return []  # asked again when the response in progress is done
         for response in self._responses.values():
