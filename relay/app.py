@@ -44,6 +44,7 @@ from relay.security_headers import SecurityHeadersMiddleware, inline_style_polic
 from relay.session import RelaySession
 from relay.session_query import parse_session_query
 from relay.session_state import SessionState
+from relay.tools.service import ServerTools
 from relay.upstream import upstream_url
 
 _log = structlog.get_logger("relay.app")
@@ -64,6 +65,7 @@ class Runtime:
     upstream_base: str
     api_key: str
     simulated: bool
+    tools: ServerTools
     sessions: set[RelaySession] = field(default_factory=set)
     draining: bool = False
     sessions_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -147,12 +149,14 @@ def create_app(
     simulated: bool = False,
 ) -> Starlette:
     """Build the relay's public application. `upstream_base`/`api_key` override the config (demo mode)."""
+    metrics = metrics or RelayMetrics(identity_label=config.metrics_identity_label)
     runtime = Runtime(
         config=config,
-        metrics=metrics or RelayMetrics(identity_label=config.metrics_identity_label),
+        metrics=metrics,
         upstream_base=upstream_base or config.upstream_url,
         api_key=config.openai_api_key if api_key is None else api_key,
         simulated=simulated,
+        tools=ServerTools(config, metrics.registry),
     )
     policy = SessionPolicy(locked_fields=config.locked_fields, allowed_models=config.models)
     bounds = SessionBounds.from_config(config)
@@ -298,15 +302,20 @@ def create_app(
     ) -> None:
         # The client's own credential stays here: the upstream handshake carries only the relay's key.
         session_id = protocol.new_id("rs_", 16)
+        tools = runtime.tools.for_session(identity)
+        defaults = runtime.session_defaults()
+        if tools is not None:
+            defaults["tools"] = tools.calls.definitions
         state = SessionState(
             metrics=runtime.metrics,
             policy=policy,
             resampler_quality=config.resampler,
             bounds=bounds,
-            session_defaults=runtime.session_defaults() or None,
+            session_defaults=defaults or None,
             input_rate=rates.get("input_rate", protocol.API_RATE),
             output_rate=rates.get("output_rate", protocol.API_RATE),
             on_usage=lambda tokens: budget.spend(identity, tokens),
+            tools=tools.calls if tools is not None else None,
         )
         session = RelaySession(
             websocket,
@@ -319,6 +328,7 @@ def create_app(
             bounds=bounds,
             metrics=runtime.metrics,
             subprotocol=subprotocol,
+            tool_runner=tools.runner if tools is not None else None,
         )
         runtime.add(session)
         session.log.info(
@@ -336,9 +346,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if runtime.sessions:
-            await runtime.drain(0)
+        await runtime.tools.start()  # bounded; a server that cannot be used stops the start-up, naming it
+        try:
+            yield
+            if runtime.sessions:
+                await runtime.drain(0)
+        finally:
+            await runtime.tools.close()
 
     app = Starlette(
         routes=[

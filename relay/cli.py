@@ -30,6 +30,8 @@ from relay.listeners import Listener, ListenError, Sockets, bound_port
 from relay.logging import configure_logging
 from relay.metrics import RelayMetrics
 from relay.startup import config_fields, first_line
+from relay.tools.hub import ToolStartupError
+from relay.tools.settings import ToolSettingsError, load_tool_settings
 
 _log = structlog.get_logger("relay")
 
@@ -152,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"realtime-relay: {NO_KEY_MESSAGE}", file=sys.stderr)
         return 2
     try:
+        load_tool_settings(config.tools_file, demo=config.demo)
+    except ToolSettingsError as exc:
+        print(f"realtime-relay: {exc}", file=sys.stderr)
+        return 2
+    try:
         sockets = _bind(config)
     except ListenError as exc:
         print(f"realtime-relay: {exc}", file=sys.stderr)
@@ -161,8 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.log_level,
         secrets=(config.openai_api_key, config.cookie_secret, *config.access_tokens),
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        _run(serve(config, sockets))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            _run(serve(config, sockets))
+    except ToolStartupError as exc:
+        print(f"realtime-relay: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -411,6 +422,8 @@ async def serve(config: Config, sockets: Sockets | None = None) -> None:
     _log.info("relay_config", **config_fields(config))
     _log.info("connection_limits", **public_limits(config))
     try:
+        # Before the listeners serve: a tool server that cannot be used stops the relay with one line.
+        await app.state.runtime.tools.start()
         await asyncio.gather(public.serve([sockets.public]), metrics_server.serve([sockets.metrics]))
     finally:
         if fake_server is not None:

@@ -400,6 +400,49 @@ SETTINGS: tuple[Setting, ...] = (
         "auto",
         "Open public connections at most (auto: what the open-file limit allows beside sessions and /metrics).",
     ),
+    Setting(
+        "tools_file",
+        "RELAY_TOOLS_FILE",
+        _path,
+        "",
+        "TOML file naming MCP servers whose tools the relay runs itself, and who may use them (--demo: the demo "
+        "tool server).",
+    ),
+    Setting(
+        "tool_connect_timeout",
+        "RELAY_TOOL_CONNECT_TIMEOUT",
+        _float_range(0.5, 300),
+        "20",
+        "Seconds the MCP servers have at start-up to answer and list their tools.",
+    ),
+    Setting(
+        "tool_timeout_seconds",
+        "RELAY_TOOL_TIMEOUT_SECONDS",
+        _float_range(0.1, 600),
+        "10",
+        "Longest a server tool call may take; then the model is told the tool did not answer.",
+    ),
+    Setting(
+        "tool_concurrency",
+        "RELAY_TOOL_CONCURRENCY",
+        _int_range(1, 64),
+        "4",
+        "Server tool calls one session runs at once (more wait their turn).",
+    ),
+    Setting(
+        "tool_waiting_seconds",
+        "RELAY_TOOL_WAITING_SECONDS",
+        _float_range(0, 600),
+        "3",
+        "After this long a running tool call makes the model say it is still looking (0 = never).",
+    ),
+    Setting(
+        "tool_calls",
+        "RELAY_TOOL_CALLS",
+        _choice("visible", "hidden"),
+        "visible",
+        "Whether clients see server tool calls as items marked relay.server_tool (visible) or not at all (hidden).",
+    ),
 )
 
 
@@ -449,6 +492,12 @@ class Config:
     request_timeout_seconds: float = 5.0
     #: None: derived from the open-file limit (relay.connection_guard).
     max_connections: int | None = None
+    tools_file: Path | None = None
+    tool_connect_timeout: float = 20.0
+    tool_timeout_seconds: float = 10.0
+    tool_concurrency: int = 4
+    tool_waiting_seconds: float = 3.0
+    tool_calls: str = "visible"
     demo: bool = False
     #: Set by the app in demo mode: the upstream is the built-in simulated model.
     simulated: bool = field(default=False)
@@ -519,6 +568,8 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(
             f"RELAY_ACCESS_TOKENS_FILE={str(config.access_tokens_file)!r} is not a readable file"
         )
+    if config.tools_file is not None and not config.tools_file.is_file():
+        raise ConfigError(f"RELAY_TOOLS_FILE={str(config.tools_file)!r} is not a readable file")
     if config.port and config.port == config.metrics_port and config.host == config.metrics_host:
         raise ConfigError("RELAY_METRICS_PORT must differ from RELAY_PORT: /metrics is never served publicly")
 

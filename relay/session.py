@@ -38,6 +38,7 @@ from relay.message_link import MessageLink, MessageSocket
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
 from relay.session_state import Actions, SessionState
+from relay.tools.runner import ToolRunner
 from relay.upstream import UPSTREAM_MAX_MESSAGE_BYTES, UpstreamFailure, lost_connection, open_upstream
 from relay.wire.dial import Dialled, take_over
 from relay.wire.frames import OP_TEXT
@@ -110,6 +111,7 @@ class RelaySession:
         metrics: RelayMetrics,
         subprotocol: str | None = None,
         opener: Opener | None = None,
+        tool_runner: ToolRunner | None = None,
     ) -> None:
         self.session_id = session_id
         self.identity = identity
@@ -147,6 +149,9 @@ class RelaySession:
         # Bound once: the per-frame path reads them as locals.
         self._forward_to_upstream = metrics.forward_latency.labels(TO_UPSTREAM)
         self._forward_to_client = metrics.forward_latency.labels(TO_CLIENT)
+        self._tool_runner = tool_runner
+        if tool_runner is not None:
+            tool_runner.attach(self._send_tool_frame)
 
     # -- public ----------------------------------------------------------------------------------------------
 
@@ -178,6 +183,8 @@ class RelaySession:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+            if self._tool_runner is not None:
+                await self._tool_runner.close()
             end = self._end or SessionEnd("error", CloseCode.INTERNAL, "relay error")
             # A client that left must not keep a paid upstream session open, nor wait for its close handshake;
             # both sides are closed at once, each within END_GRACE_SECONDS.
@@ -421,9 +428,8 @@ class RelaySession:
             for index, out in enumerate(to_client):
                 seconds = actions.audio_to_client if index == last else 0.0
                 if out is text and raw is not None:
-                    outbox.put_raw(
-                        raw, audio_seconds=seconds
-                    )  # unchanged: the upstream's frame goes on as it came
+                    # Unchanged: the upstream's frame goes on as it came.
+                    outbox.put_raw(raw, audio_seconds=seconds)
                 else:
                     outbox.put(out, audio_seconds=seconds)
             # Frames are handed to the client's socket now: this ends forwarding, and perhaps a first-audio wait.
@@ -434,6 +440,8 @@ class RelaySession:
         if upstream is not None:
             for out in actions.to_upstream:
                 upstream.send_text(out)
+        if actions.tool_calls and self._tool_runner is not None:
+            self._tool_runner.start(actions.tool_calls)  # each in its own task: nothing here waits for a tool
         if actions.close is not None:
             self._set_end("limit", *actions.close)
             self._ended.set()
@@ -457,6 +465,12 @@ class RelaySession:
         lost = lost_connection(self._url)
         self.log.warning("upstream_lost", code=None if code == ABNORMAL_CLOSURE else code)
         self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
+
+    async def _send_tool_frame(self, text: str) -> None:
+        # A tool's output (or the request to go on) from its own task; a session already ending drops it.
+        upstream = self._upstream
+        if upstream is not None and self._end is None:
+            upstream.send_text(text)
 
     def _upstream_closed(self, code: int | None, reason: str | None) -> None:
         if code is None or not _passes_through(code):

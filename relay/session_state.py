@@ -34,6 +34,7 @@ from relay.metrics import (
 )
 from relay.policy import SessionPolicy
 from relay.protocol import API_RATE, CloseCode
+from relay.tools.calls import CallRequest, ToolCalls
 
 DEFAULTS_EVENT_ID = "relay_session_defaults"
 CANCEL_EVENT_ID = "relay_client_left"
@@ -80,6 +81,8 @@ class Actions:
     more: Iterator[Actions] | None = None
     #: Seconds of client audio this frame carried (for the real-time pace).
     audio_from_client: float = 0.0
+    #: Server tool calls now complete: the session runs each in its own task (`relay.tools.runner`).
+    tool_calls: list[CallRequest] = field(default_factory=list)
 
 
 def check_rate(value: Any, what: str) -> str | None:
@@ -118,6 +121,7 @@ class SessionState:
         output_rate: int = API_RATE,
         on_usage: Callable[[int], str | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        tools: ToolCalls | None = None,
     ) -> None:
         self._metrics = metrics
         self._policy = policy
@@ -167,6 +171,8 @@ class SessionState:
         self.responses_in_progress: set[str] = set()
         # Malformed upstream event kinds already logged (each is logged once per session).
         self._upstream_faults_seen: set[str] = set()
+        #: The server tools offered in this session, if any (`relay.tools.calls`).
+        self.tools = tools
 
     # -- opening ---------------------------------------------------------------------------------------------
 
@@ -220,6 +226,15 @@ class SessionState:
         if refusal is not None:
             self._client_error(actions, refusal.code, refusal.message, param=refusal.param, event_id=event_id)
             return actions
+        if self.tools is not None:
+            refusal, merged = self.tools.from_client(event)
+            if refusal is not None:
+                self._client_error(
+                    actions, refusal.code, refusal.message, param=refusal.param, event_id=event_id
+                )
+                return actions
+            if merged:
+                text = protocol.dumps(event)
         event_type: str = event["type"]
         if event_type == "input_audio_buffer.append":
             self._append_base64(actions, event, text, event_id)
@@ -517,17 +532,27 @@ class SessionState:
             self._upstream_fault(actions, "unparsable", f"not a JSON event object ({type(exc).__name__})")
             return actions
         self._metrics.count_upstream_event(event_type)
+        verdict = self.tools.from_upstream(event) if self.tools is not None else None
+        if verdict is not None:
+            if verdict.drop:  # a server call's event, hidden from the client
+                actions.tool_calls, actions.to_upstream = verdict.start, verdict.to_upstream
+                return actions
+            if verdict.changed:
+                text = protocol.dumps(event)
         handler = _UPSTREAM_HANDLERS.get(event_type)
         if handler is None:
             actions.to_client.append(text)
-            return actions
-        try:
-            handler(self, actions, event, text)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            # A field of the wrong shape (`session: null`, `rate_limits: 5`, bad base64 audio): this event is
-            # dropped, the session goes on. What the handler had queued for this event is dropped with it.
-            actions = Actions()
-            self._upstream_fault(actions, event_type, f"{type(exc).__name__}: {exc}"[:200])
+        else:
+            try:
+                handler(self, actions, event, text)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                # A field of the wrong shape (`session: null`, `rate_limits: 5`, bad base64 audio): this event is
+                # dropped, the session goes on. What the handler had queued for this event is dropped with it.
+                actions = Actions()
+                self._upstream_fault(actions, event_type, f"{type(exc).__name__}: {exc}"[:200])
+        if verdict is not None:
+            actions.tool_calls.extend(verdict.start)
+            actions.to_upstream.extend(verdict.to_upstream)
         return actions
 
     def _upstream_fault(self, actions: Actions, kind: str, what: str) -> None:

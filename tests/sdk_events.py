@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 
 from relay.session_audio import RELAY_FIELD
+from relay.tools.calls import MARK
 
 #: The SDK release the relay's events were checked against (the lock file pins it).
 SDK_VERSION = openai.__version__
@@ -46,6 +47,14 @@ SERVER = _by_type(RealtimeServerEvent)
 CLIENT = _by_type(RealtimeClientEvent)
 
 RELAY_FIELD_KEYS = frozenset({"input_rate", "output_rate"})
+TOOL_MARKED_EVENTS = (
+    "response.output_item.added",
+    "response.output_item.done",
+    "conversation.item.added",
+    "conversation.item.done",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+)
 
 #: Keys outside the SDK's models that a server event may carry: (event type or "*", dotted path of the key).
 #: The session object of session.created/updated is typed as the create request: the server-only `object`, `id`
@@ -60,6 +69,8 @@ ALLOWED_EXTRAS: frozenset[tuple[str, str]] = frozenset(
         ("session.created", RELAY_FIELD),
         ("session.updated", RELAY_FIELD),
         ("*", "obfuscation"),
+        # Events about a server-run tool call carry the relay's mark (relay.tools.calls.MARK).
+        *((kind, RELAY_FIELD) for kind in TOOL_MARKED_EVENTS),
     }
 )
 
@@ -88,7 +99,10 @@ def server_event_problems(event: Any) -> list[str]:
         if (kind, path) not in ALLOWED_EXTRAS and ("*", path) not in ALLOWED_EXTRAS
     ]
     relay = event.get(RELAY_FIELD)
-    if relay is not None and (not isinstance(relay, dict) or set(relay) - RELAY_FIELD_KEYS):
+    if kind in TOOL_MARKED_EVENTS:
+        if relay is not None and relay != MARK:
+            problems.append(f"{kind}: relay field {relay!r} is not the server tool mark {MARK!r}")
+    elif relay is not None and (not isinstance(relay, dict) or set(relay) - RELAY_FIELD_KEYS):
         problems.append(f"{kind}: relay field {relay!r} has keys beyond {sorted(RELAY_FIELD_KEYS)}")
     elif isinstance(relay, dict) and not all(isinstance(v, int) for v in relay.values()):
         problems.append(f"{kind}: relay field {relay!r} holds a non-integer rate")

@@ -35,6 +35,10 @@ function createLine(entry) {
 
 function updateLine(li, entry, t, transcriptionOn) {
   const [who, text, tag] = li.children;
+  if (entry.role === "tool") {
+    updateToolLine(li, entry, t);
+    return;
+  }
   who.textContent = t(entry.role === "user" ? "chat.you" : "chat.assistant");
   let body = entry.text;
   li.classList.toggle("placeholder", body === "");
@@ -47,4 +51,16 @@ function updateLine(li, entry, t, transcriptionOn) {
   li.classList.toggle("pending", entry.status === "pending");
   tag.textContent = entry.interrupted ? t("chat.interrupted") : "";
   tag.hidden = !entry.interrupted;
+}
+
+// A call the relay ran: its name, a short status, and the result when it is short.
+function updateToolLine(li, entry, t) {
+  const [who, text, tag] = li.children;
+  who.textContent = t("chat.tool", { name: entry.name });
+  const body = entry.text || t(`chat.tool.${entry.tool}`);
+  if (text.textContent !== body) text.textContent = body;
+  li.classList.toggle("pending", entry.tool === "running");
+  li.classList.toggle("failed", entry.tool === "failed");
+  tag.textContent = entry.text ? t(`chat.tool.${entry.tool}`) : "";
+  tag.hidden = !entry.text;
 }

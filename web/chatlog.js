@@ -5,7 +5,14 @@
 // produced asynchronously, often after the assistant has started answering). Lines are keyed by item id, placed
 // provisionally at the end when first seen, and moved once the server says where they belong.
 
-/** One line: {itemId, role: "user"|"assistant", text, done, status: "pending"|"final"|"failed", interrupted}. */
+/** Results up to this many characters are shown on a tool line; longer ones only say the call is done. */
+export const SHORT_RESULT = 80;
+
+/**
+ * One line: {itemId, role: "user"|"assistant"|"tool", text, done, status: "pending"|"final"|"failed", interrupted}.
+ * A tool line (a call the relay ran itself, marked `relay.server_tool`) also has `name` and `tool`:
+ * "running"|"done"|"failed", and `text` holds the result when it is short.
+ */
 export class ChatLog {
   constructor() {
     this.lines = new Map();
@@ -27,7 +34,11 @@ export class ChatLog {
         break;
       case "conversation.item.added":
       case "conversation.item.created":
-        this.#addItem(event.item, event.previous_item_id);
+        if (event.relay?.server_tool) this.#serverTool(event.item, event.previous_item_id);
+        else this.#addItem(event.item, event.previous_item_id);
+        break;
+      case "conversation.item.done":
+        if (event.relay?.server_tool) this.#serverTool(event.item, event.previous_item_id);
         break;
       case "response.output_item.added":
         if (event.item?.type === "message") this.#ensure(event.item.id, event.item.role ?? "assistant");
@@ -93,6 +104,24 @@ export class ChatLog {
     }
   }
 
+  #serverTool(item, previousItemId) {
+    if (item?.type === "function_call") {
+      const line = this.#place(item.id, previousItemId, "tool");
+      if (line.tool === undefined) {
+        Object.assign(line, { name: item.name ?? "", tool: "running", callId: item.call_id });
+        this.version++;
+      }
+    } else if (item?.type === "function_call_output") {
+      const line = this.entries().find((l) => l.role === "tool" && l.callId === item.call_id);
+      if (!line || line.tool !== "running") return;
+      const { failed, shown } = readOutput(item.output);
+      line.tool = failed ? "failed" : "done";
+      line.text = shown.length <= SHORT_RESULT ? shown : "";
+      line.status = "final";
+      this.version++;
+    }
+  }
+
   #ensure(itemId, role) {
     let line = this.lines.get(itemId);
     if (!line) {
@@ -153,4 +182,20 @@ export class ChatLog {
     this.order.splice(this.order.indexOf(itemId), 1);
     this.version++;
   }
+}
+
+/** What a tool output says: whether the call failed, and its result (or error) as one line of text. */
+export function readOutput(output) {
+  let parsed;
+  try {
+    parsed = JSON.parse(output);
+  } catch {
+    return { failed: false, shown: String(output ?? "") };
+  }
+  if (parsed && typeof parsed === "object" && "error" in parsed) return { failed: true, shown: String(parsed.error) };
+  const result = parsed && typeof parsed === "object" && "result" in parsed ? parsed.result : parsed;
+  if (result && typeof result === "object") {
+    return { failed: false, shown: Object.entries(result).map(([k, v]) => `${k}: ${v}`).join(", ") };
+  }
+  return { failed: false, shown: String(result) };
 }

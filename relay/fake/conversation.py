@@ -23,6 +23,8 @@ class StoredItem:
     audio: dict[int, bytearray] = field(default_factory=dict)
     #: For audio committed by the VAD: the byte span of actual speech inside `audio[0]` (padding excluded).
     speech: tuple[int, int] | None = None
+    #: Words the model heard in the item's audio (`relay.fake.spoken`), "" when it carried none.
+    heard: str = ""
 
     @property
     def id(self) -> str:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from relay.fake import g711, session_config
+from relay.fake import g711, session_config, spoken
 from relay.fake.conversation import Conversation, StoredItem, parse_item
 from relay.fake.errors import ProtocolError, invalid_type, invalid_value, missing
 from relay.fake.g711 import is_g711
@@ -382,6 +382,7 @@ class SimulatedModel:
             {0: bytearray(audio)},
             speech,
         )
+        stored.heard = spoken.hear(audio)
         self.conversation.insert(stored)
         out = [
             event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),
@@ -397,7 +398,7 @@ class SimulatedModel:
         if transcription is None:
             return []
         seconds = speech_ms(stored) / 1000
-        transcript = f"(simulated transcript: {seconds:.1f} s of speech)"
+        transcript = stored.heard or f"(simulated transcript: {seconds:.1f} s of speech)"
         self._background.append(
             TranscriptStream(
                 stored,

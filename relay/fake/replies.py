@@ -3,6 +3,7 @@ a tool the user named. Pure functions of the conversation context."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from relay.fake.conversation import StoredItem
@@ -41,7 +42,7 @@ def compose_reply(
         if heard:
             reply_audio = b"".join(bytes(a) for a in heard)
             reply_text = f"You spoke for {speech_ms(stored) / 1000:.1f} seconds; here it is back."
-            last_user_text = " ".join(str(p.get("transcript") or "") for p in item["content"])
+            last_user_text = stored.heard or " ".join(str(p.get("transcript") or "") for p in item["content"])
         elif texts:
             last_user_text = " ".join(texts)
             reply_text = f"You said: {last_user_text}"
@@ -53,11 +54,11 @@ def compose_reply(
     if chosen:
         # Every tool the user named is called in one response, one output item each, unless parallel calls are off.
         first, *rest = chosen if parallel_tool_calls else chosen[:1]
-        more = [(str(tool["name"]), _example_arguments(tool)) for tool in rest]
+        more = [(str(tool["name"]), arguments_for(tool, last_user_text)) for tool in rest]
         return Reply(
             "function_call",
             function_name=str(first["name"]),
-            arguments=_example_arguments(first),
+            arguments=arguments_for(first, last_user_text),
             more_calls=more,
         )
     if modalities == ["text"]:
@@ -106,12 +107,32 @@ def _choose_tools(
     return named
 
 
-def _example_arguments(tool: dict[str, Any]) -> str:
-    """Arguments that fit the tool's JSON schema, with placeholder values."""
+def arguments_for(tool: dict[str, Any], user_text: str = "") -> str:
+    """Arguments that fit the tool's JSON schema, taken from the user's words where they give them.
+
+    An enum takes the allowed values the user named, in the order named (so "5 km to mi" gives from km, to mi);
+    a number takes the numbers the user said, in order; otherwise a declared default, else a placeholder.
+    """
     properties = (tool.get("parameters") or {}).get("properties") or {}
+    words = re.findall(r"[a-z]+|-?\d+(?:\.\d+)?", user_text.lower())
+    numbers = [w for w in words if w[-1].isdigit()]
     examples = {"string": "example", "number": 1, "integer": 1, "boolean": True, "array": [], "object": {}}
-    args = {
-        name: examples.get(str(spec.get("type")) if isinstance(spec, dict) else "")
-        for name, spec in properties.items()
-    }
+    taken: set[int] = set()
+    args: dict[str, Any] = {}
+    for name, spec in properties.items():
+        spec = spec if isinstance(spec, dict) else {}
+        kind = str(spec.get("type", ""))
+        enum = spec.get("enum")
+        if isinstance(enum, list) and enum:
+            named = [i for i, w in enumerate(words) if w in enum and i not in taken]
+            if named:
+                taken.add(named[0])
+            args[name] = words[named[0]] if named else spec.get("default", enum[0])
+        elif kind in ("number", "integer") and numbers:
+            value = float(numbers.pop(0))
+            args[name] = int(value) if kind == "integer" or value.is_integer() else value
+        elif "default" in spec:
+            args[name] = spec["default"]
+        else:
+            args[name] = examples.get(kind)
     return dumps(args)

@@ -37,9 +37,7 @@ NO_STATUS = 1005
 class LinkOwner(Protocol):
     """What a link reports to whoever drives it."""
 
-    def on_message(
-        self, link: Any, opcode: int, payload: bytes | memoryview, raw: memoryview | None
-    ) -> bool:
+    def on_message(self, link: Any, opcode: int, payload: bytes | memoryview, raw: memoryview | None) -> bool:
         """A whole message (`raw` is its one frame as received, None if it came in fragments). Return False to
         hold the link: nothing more is read until `release()`."""
 

@@ -70,3 +70,39 @@ test("a failed transcription is marked, and a completed one is not overwritten b
   log.apply({ type: "conversation.item.input_audio_transcription.delta", item_id: "u2", delta: "late" });
   assert.equal(log.entries()[1].text, "ok");
 });
+
+test("a call the relay runs is a tool line: name, status, then the result when it is short", () => {
+  const log = new ChatLog();
+  const mark = { server_tool: true };
+  log.apply({ type: "conversation.item.added", item: userItem("u1"), previous_item_id: null });
+  const call = { id: "f1", type: "function_call", call_id: "c1", name: "current_time", arguments: "" };
+  assert.equal(log.apply({ type: "conversation.item.added", item: call, previous_item_id: "u1", relay: mark }), true);
+  assert.deepEqual(
+    log.entries().map((l) => [l.role, l.name, l.tool, l.text]),
+    [["user", undefined, undefined, ""], ["tool", "current_time", "running", ""]],
+  );
+  const output = { id: "o1", type: "function_call_output", call_id: "c1", output: '{"result":{"time":"09:30"}}' };
+  log.apply({ type: "conversation.item.added", item: output, previous_item_id: "f1", relay: mark });
+  const [, tool] = log.entries();
+  assert.deepEqual([tool.tool, tool.text], ["done", "time: 09:30"]);
+  // Only the call is a line; its output fills it in.
+  assert.equal(log.entries().length, 2);
+});
+
+test("a failed or long tool result shows the status only where the text would not fit", () => {
+  const log = new ChatLog();
+  const mark = { server_tool: true };
+  const call = (id, callId) => ({ id, type: "function_call", call_id: callId, name: "lookup", arguments: "{}" });
+  const output = (callId, text) => ({ id: `o_${callId}`, type: "function_call_output", call_id: callId, output: text });
+  log.apply({ type: "conversation.item.added", item: call("f1", "c1"), previous_item_id: null, relay: mark });
+  log.apply({ type: "conversation.item.added", item: call("f2", "c2"), previous_item_id: "f1", relay: mark });
+  log.apply({ type: "conversation.item.done", item: output("c1", '{"error":"timed out"}'), relay: mark });
+  log.apply({ type: "conversation.item.done", item: output("c2", JSON.stringify({ result: "x".repeat(500) })), relay: mark });
+  assert.deepEqual(
+    log.entries().map((l) => [l.tool, l.text]),
+    [["failed", "timed out"], ["done", ""]],
+  );
+  // An unmarked call (the client's own tool) is not drawn.
+  log.apply({ type: "conversation.item.added", item: call("f3", "c3"), previous_item_id: "f2" });
+  assert.equal(log.entries().length, 2);
+});
