@@ -113,7 +113,9 @@ def test_expositions_are_merged_with_a_worker_label() -> None:
 def load_audio(seconds: float, rate: int = 48000) -> bytes:
     """A loud voiced signal without pauses: the model hears speech for the whole load."""
     t = np.arange(int(seconds * rate)) / rate
-    voice = sum(np.sin(2 * np.pi * f * t) / (i + 1) for i, f in enumerate((180, 360, 540, 720)))
+    voice = np.zeros_like(t)
+    for i, f in enumerate((180, 360, 540, 720)):
+        voice += np.sin(2 * np.pi * f * t) / (i + 1)
     return (6000 * voice).astype("<i2").tobytes()
 
 
