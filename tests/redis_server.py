@@ -15,7 +15,7 @@ import pytest
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tests.harness import free_port
+from tests.harness import free_port, stop_process
 
 
 @dataclass
@@ -59,13 +59,8 @@ class RedisServer:
             await client.aclose()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process, 10)
         self.process = None
 
     def client(self) -> aioredis.Redis:
