@@ -29,7 +29,7 @@ from tests.harness import REPO, RelayProcess
 from tests.redis_server import RedisServer, redis_server_fixture  # noqa: F401
 from tests.test_access import refused
 from tests.test_metrics import RealtimeClient, parse_exposition, value
-from tests.test_prometheus import Prometheus, prometheus  # noqa: F401
+from tests.test_prometheus import Prometheus, prometheus, tool  # noqa: F401
 
 RelayFactory = Callable[..., Awaitable[ProxiedRelay[RelayProcess]]]
 DRAIN_SECONDS = 2.0
@@ -182,6 +182,17 @@ async def test_two_workers_share_one_port_sum_in_prometheus_and_drain_together(
     for w in (0, 1):
         assert await prom.scalar(f'relay_sessions_active{{worker="{w}"}}') == by_worker[w]
     assert await prom.scalar("count(count by (worker) (process_cpu_seconds_total))") == 2
+    # The merged exposition is valid as a whole (one HELP and TYPE per family, whatever the number of workers).
+    async with httpx.AsyncClient() as http:
+        merged = (await http.get(relay.inner.metrics_url, timeout=5)).text
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [tool("promtool"), "check", "metrics"],
+        input=merged.encode(),
+        capture_output=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     # One session of each worker ends; the rest stay open for the drain.
     closing = [clients[workers.index(0)], clients[workers.index(1)]]
     for client in closing:
