@@ -231,3 +231,64 @@ async def test_two_workers_share_one_port_sum_in_prometheus_and_drain_together(
     assert not [line for line in lines if line["event"] in ("worker_killed", "worker_exited")]
     for client in held:
         await client.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def started_workers(relay: Any, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        started = [line for line in relay.inner.log_lines() if line.get("event") == "worker_started"]
+        if len(started) >= count:
+            return started
+        assert time.monotonic() < deadline, f"{len(started)} workers started, expected {count}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_a_dead_worker_is_replaced_and_orphaned_workers_stop(
+    start_relay: RelayFactory, fake_upstream: FakeRealtimeServer, redis_server: RedisServer
+) -> None:
+    relay = await start_relay(
+        "--workers", "2", upstream_url=fake_upstream.url, redis_url=redis_server.url, drain_seconds="1"
+    )
+    first = await started_workers(relay, 2)
+    os.kill(first[0]["pid"], 9)
+    replaced = (await started_workers(relay, 3))[2]
+    assert replaced["worker"] == first[0]["worker"] and replaced["pid"] != first[0]["pid"]
+    exited = [line for line in relay.inner.log_lines() if line.get("event") == "worker_exited"]
+    assert [(e["worker"], e["exit_code"]) for e in exited] == [(first[0]["worker"], -9)]
+    async with httpx.AsyncClient() as http:
+        deadline = time.monotonic() + 20
+        while True:
+            samples = parse_exposition((await http.get(relay.inner.metrics_url, timeout=5)).text)
+            workers = {
+                dict(labels).get("worker") for (name, labels) in samples if name == "relay_sessions_active"
+            }
+            if workers == {"0", "1"}:
+                break
+            assert time.monotonic() < deadline, workers
+            await asyncio.sleep(0.2)
+        assert value(samples, "relay_worker_restarts_total") == 1
+        assert (await http.get(f"{relay.base_url}/readyz", timeout=2)).status_code == 200
+
+    # The parent dies without a word: its workers notice, drain and exit instead of holding the port.
+    pids = [replaced["pid"], first[1]["pid"]]
+    relay.inner.process.kill()
+    relay.inner.process.wait(5)
+    relay.inner.stopped = True
+    deadline = time.monotonic() + 15
+    while any(pid_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "orphaned workers still running"
+        await asyncio.sleep(0.2)
+    assert sum(1 for line in relay.inner.log_lines() if line.get("event") == "worker_orphaned") == 2
