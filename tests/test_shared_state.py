@@ -329,3 +329,17 @@ def test_signed_out_cookies_are_remembered_until_they_expire() -> None:
     assert revoked("cookie-a") and not revoked("cookie-b")
     now[0] = 11
     assert not revoked("cookie-a")
+
+
+async def test_without_redis_a_signed_out_cookie_stops_working_in_this_process(relay_factory: Any) -> None:
+    relay = await relay_factory(access_tokens=TOKEN)
+    async with httpx.AsyncClient() as http:
+        signed_in = await http.post(f"{relay.base_url}/auth/login", json={"token": TOKEN}, timeout=5)
+        cookie = {"Cookie": f"relay_login={signed_in.cookies['relay_login']}"}
+        assert (await http.get(f"{relay.base_url}/api/config", headers=cookie)).json()["auth"][
+            "authenticated"
+        ]
+        assert (await http.post(f"{relay.base_url}/auth/logout", headers=cookie)).status_code == 204
+        # The browser drops the cookie; a copy kept elsewhere is refused too.
+        after = (await http.get(f"{relay.base_url}/api/config", headers=cookie)).json()["auth"]
+        assert after["authenticated"] is False and "expired" in after["message"]
