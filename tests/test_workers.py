@@ -227,7 +227,9 @@ async def test_two_workers_share_one_port_sum_in_prometheus_and_drain_together(
     relay.inner.stopped = True
     lines = relay.inner.log_lines()
     assert {line.get("worker") for line in lines if line["event"] == "draining"} == {0, 1}
-    assert {line.get("worker") for line in lines if line["event"] == "worker_stopped"} == {0, 1}
+    stopped = {line["worker"]: line["exit_code"] for line in lines if line["event"] == "worker_stopped"}
+    assert stopped == {0: 0, 1: 0}, "both workers drained and exited by themselves"
+    assert relay.inner.process.returncode == 0
     assert not [line for line in lines if line["event"] in ("worker_killed", "worker_exited")]
     for client in held:
         await client.close()
