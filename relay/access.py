@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet, client_key, token_digest
+from relay.auth import COOKIE_NAME, AttemptCounter, LoginCookies, TokenSet, client_key, token_digest
 from relay.config import Config, ConfigError
 from relay.connection_guard import connection_problem, open_file_limit
 
@@ -272,7 +272,7 @@ class Door:
         config: Config,
         tokens: TokenSet,
         cookies: LoginCookies,
-        limiter: AttemptLimiter,
+        limiter: AttemptCounter,
         *,
         simulated: bool = False,
     ) -> None:

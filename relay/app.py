@@ -33,10 +33,10 @@ from relay.access import (
     refusal_page,
     request_from_scope,
 )
-from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet
+from relay.auth import COOKIE_NAME, LoginCookies, TokenSet
 from relay.bounds import END_GRACE_SECONDS, SessionBounds
 from relay.config import Config
-from relay.limits import SessionSlots, SessionTimers, TokenBudget
+from relay.limits import SessionTimers
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
@@ -44,6 +44,7 @@ from relay.security_headers import SecurityHeadersMiddleware, inline_style_polic
 from relay.session import RelaySession
 from relay.session_query import parse_session_query
 from relay.session_state import SessionState
+from relay.shared_state import SharedState, SharedStateUnavailable, open_shared_state, unavailable_denial
 from relay.tools.service import ServerTools
 from relay.upstream import upstream_url
 
@@ -147,8 +148,10 @@ def create_app(
     upstream_base: str | None = None,
     api_key: str | None = None,
     simulated: bool = False,
+    shared: SharedState | None = None,
 ) -> Starlette:
-    """Build the relay's public application. `upstream_base`/`api_key` override the config (demo mode)."""
+    """Build the relay's public application. `upstream_base`/`api_key` override the config (demo mode); `shared`
+    is where limits are counted (default: Redis when RELAY_REDIS_URL is set, else this process)."""
     metrics = metrics or RelayMetrics(identity_label=config.metrics_identity_label)
     runtime = Runtime(
         config=config,
@@ -161,10 +164,11 @@ def create_app(
     policy = SessionPolicy(locked_fields=config.locked_fields, allowed_models=config.models)
     bounds = SessionBounds.from_config(config)
     # Without RELAY_COOKIE_SECRET, logins are signed with a key that lives as long as the process.
-    cookies = LoginCookies(config.cookie_secret or secrets.token_bytes(32), config.login_ttl_seconds)
-    door = Door(config, TokenSet.from_config(config), cookies, AttemptLimiter(), simulated=simulated)
-    slots = SessionSlots(config.max_sessions, config.max_sessions_per_identity)
-    budget = TokenBudget(config.daily_token_budget)
+    shared = shared or open_shared_state(config, runtime.metrics.registry)
+    cookies = LoginCookies(
+        config.cookie_secret or secrets.token_bytes(32), config.login_ttl_seconds, revoked=shared.revoked
+    )
+    door = Door(config, TokenSet.from_config(config), cookies, shared.limiter, simulated=simulated)
     logging.getLogger("uvicorn.error").addFilter(DENIAL_LOG_FILTER)
 
     def refused(request: DoorRequest, denial: Denial, where: str) -> None:
@@ -193,7 +197,9 @@ def create_app(
         return JSONResponse(body, status_code=503 if runtime.draining else 200)
 
     async def client_config(request: Request) -> Response:
-        auth = door.describe(request_from_scope(request.scope))
+        door_request = request_from_scope(request.scope)
+        async with shared.consulted(door_request, required=False):
+            auth = door.describe(door_request)
         if not auth["authenticated"]:
             # The sign-in page needs no more; instructions, locks and models are the operator's business.
             return JSONResponse({"simulated": runtime.simulated, "auth": auth})
@@ -213,7 +219,9 @@ def create_app(
 
     async def home(request: Request) -> Response:
         # A relay that could never serve this client says why, instead of showing a page that cannot work.
-        denial = door.page_refusal(request_from_scope(request.scope))
+        door_request = request_from_scope(request.scope)
+        async with shared.consulted(door_request, required=False):
+            denial = door.page_refusal(door_request)
         if denial is not None:
             policy = {"content-security-policy": inline_style_policy(REFUSAL_STYLE)}
             return HTMLResponse(refusal_page(denial), status_code=denial.status, headers=policy)
@@ -237,7 +245,11 @@ def create_app(
                 },
                 status_code=413 if body is None else 400,
             )
-        verdict = door.login(door_request, token)
+        try:
+            async with shared.consulted(door_request):
+                verdict = door.login(door_request, token)
+        except SharedStateUnavailable:
+            verdict = unavailable_denial()
         if isinstance(verdict, Denial):
             runtime.metrics.login_failures.labels(verdict.reason).inc()
             refused(door_request, verdict, "login")
@@ -261,6 +273,13 @@ def create_app(
         if denial is not None:
             refused(door_request, denial, "logout")
             return _denial_response(denial)
+        cookie = door_request.cookies.get(COOKIE_NAME)
+        if cookie and door.cookies.verify(cookie) is not None:
+            # Signed out everywhere, not only in this browser: a copied cookie stops working too.
+            try:
+                await shared.revoke_login(cookie, door.cookies.ttl_seconds)
+            except SharedStateUnavailable:
+                _log.warning("logout_not_shared", client=door_request.client)
         response = Response(status_code=204)
         response.delete_cookie(
             COOKIE_NAME, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
@@ -279,7 +298,11 @@ def create_app(
             draining = Denial(503, protocol.SERVER_SHUTTING_DOWN, message, "draining", {"Retry-After": "5"})
             await refuse(websocket, door_request, draining)
             return
-        admission = door.admit_websocket(door_request)
+        try:
+            async with shared.consulted(door_request):
+                admission = door.admit_websocket(door_request)
+        except SharedStateUnavailable:
+            admission = unavailable_denial()
         if isinstance(admission, Denial):
             await refuse(websocket, door_request, admission)
             return
@@ -288,14 +311,14 @@ def create_app(
         if isinstance(query, Denial):
             await refuse(websocket, door_request, query)
             return
-        limited = budget.denial(identity) or slots.acquire(identity)
-        if limited is not None:
-            await refuse(websocket, door_request, limited)
+        lease = await shared.open_session(identity)
+        if isinstance(lease, Denial):
+            await refuse(websocket, door_request, lease)
             return
         try:
             await run_session(websocket, identity, admission.subprotocol, query.model, query.rates)
         finally:
-            slots.release(identity)
+            await shared.close_session(lease)
 
     async def run_session(
         websocket: WebSocket, identity: str, subprotocol: str | None, model: str, rates: dict[str, int]
@@ -314,7 +337,7 @@ def create_app(
             session_defaults=defaults or None,
             input_rate=rates.get("input_rate", protocol.API_RATE),
             output_rate=rates.get("output_rate", protocol.API_RATE),
-            on_usage=lambda tokens: budget.spend(identity, tokens),
+            on_usage=lambda tokens: shared.spend(identity, tokens),
             tools=tools.calls if tools is not None else None,
         )
         session = RelaySession(
@@ -346,6 +369,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await shared.start()
         await runtime.tools.start()  # bounded; a server that cannot be used stops the start-up, naming it
         try:
             yield
@@ -353,6 +377,7 @@ def create_app(
                 await runtime.drain(0)
         finally:
             await runtime.tools.close()
+            await shared.aclose()
 
     app = Starlette(
         routes=[
@@ -379,4 +404,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.shared = shared
     return app

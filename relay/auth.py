@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -128,8 +129,12 @@ def _read(path: Path) -> str:
 class LoginCookies:
     """Signed, expiring login cookies that name an identity (itsdangerous, HMAC-SHA256)."""
 
-    def __init__(self, secret: str | bytes, ttl_seconds: int) -> None:
+    def __init__(
+        self, secret: str | bytes, ttl_seconds: int, revoked: Callable[[str], bool] | None = None
+    ) -> None:
         self.ttl_seconds = ttl_seconds
+        #: True for a cookie value that was signed out before it expired (relay.shared_state keeps that list).
+        self._revoked = revoked
         self._serializer = URLSafeTimedSerializer(
             secret, salt=_COOKIE_SALT, signer_kwargs={"digest_method": hashlib.sha256}
         )
@@ -139,8 +144,10 @@ class LoginCookies:
         return self._serializer.dumps(identity)
 
     def verify(self, value: str) -> str | None:
-        """The identity in a cookie value that is authentic and younger than the TTL, else None."""
+        """The identity in a cookie value that is authentic, younger than the TTL and not signed out, else None."""
         if not value or len(value) > MAX_TOKEN_LENGTH:
+            return None
+        if self._revoked is not None and self._revoked(value):
             return None
         try:
             identity = self._serializer.loads(value, max_age=self.ttl_seconds)
@@ -162,6 +169,16 @@ def client_key(address: str | None) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+class AttemptCounter(Protocol):
+    """The door's view of failed sign-ins per client address (AttemptLimiter here; relay.shared_state mirrors Redis)."""
+
+    def retry_after(self, address: str | None) -> int | None:
+        """Whole seconds until `address` may try a token again, or None when it may try now."""
+
+    def record_failure(self, address: str | None) -> None:
+        """Count one wrong token from `address`."""
 
 
 @dataclass

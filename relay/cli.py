@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
+import signal
 import socket
 import sys
 from collections.abc import Coroutine, Generator, Sequence
@@ -32,6 +34,8 @@ from relay.metrics import RelayMetrics
 from relay.startup import config_fields, first_line
 from relay.tools.hub import ToolStartupError
 from relay.tools.settings import ToolSettingsError, load_tool_settings
+from relay.workers.cores import worker_count, workers_problem
+from relay.workers.worker import WorkerRole
 
 _log = structlog.get_logger("relay")
 
@@ -146,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"realtime-relay: {exc}", file=sys.stderr)
         return 2
     config = with_changes(config, demo=args.demo)
-    problem = startup_problem(config)
+    workers = worker_count(config.workers)
+    problem = startup_problem(config) or workers_problem(workers, config.redis_url)
     if problem is not None:
         print(f"realtime-relay: {problem}", file=sys.stderr)
         return 2
@@ -163,18 +168,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenError as exc:
         print(f"realtime-relay: {exc}", file=sys.stderr)
         return 1
-    configure_logging(
-        config.log_format,
-        config.log_level,
-        secrets=(config.openai_api_key, config.cookie_secret, *config.access_tokens),
-    )
+    configure_logging(config.log_format, config.log_level, secrets=serve_secrets(config))
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            _run(serve(config, sockets))
+            if workers > 1:
+                from relay.workers.supervisor import supervise
+
+                _log.info(
+                    "relay_listening",
+                    **first_line(
+                        config,
+                        bound_port(sockets.public),
+                        bound_port(sockets.metrics),
+                        access_summary(config),
+                    ),
+                    workers=workers,
+                )
+                _run(supervise(config, sockets, workers))
+            else:
+                _run(serve(config, sockets))
     except ToolStartupError as exc:
         print(f"realtime-relay: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def serve_secrets(config: Config) -> tuple[str, ...]:
+    """Values the logs must never show (the Redis URL may carry a password)."""
+    return (config.openai_api_key, config.cookie_secret, config.redis_url, *config.access_tokens)
 
 
 def _bind(config: Config) -> Sockets:
@@ -349,10 +370,11 @@ class _DrainingServer(uvicorn.Server):
             server.should_exit = True
 
 
-async def serve(config: Config, sockets: Sockets | None = None) -> None:
+async def serve(config: Config, sockets: Sockets | None = None, *, worker: WorkerRole | None = None) -> None:
     """Run the public listener and the metrics listener until a shutdown signal.
 
-    `sockets` are the listeners already bound by `main` (bound here when not given).
+    `sockets` are the listeners already bound by `main` (bound here when not given). A `worker` of `--workers N`
+    leaves the start-up lines to its parent, and drains when the parent is gone.
     """
     if sockets is None:
         sockets = _bind(config)
@@ -407,6 +429,33 @@ async def serve(config: Config, sockets: Sockets | None = None) -> None:
         app.state.runtime,
         [metrics_server],
     )
+    if worker is not None:
+        _log.info("worker_serving", pid=os.getpid())
+        orphan_watch = asyncio.create_task(_drain_when_orphaned(public, worker.parent_pid))
+    else:
+        _announce(config, sockets)
+    try:
+        # Before the listeners serve: a tool server that cannot be used stops the relay with one line.
+        await app.state.runtime.tools.start()
+        await asyncio.gather(public.serve([sockets.public]), metrics_server.serve([sockets.metrics]))
+    finally:
+        if worker is not None:
+            orphan_watch.cancel()
+        if fake_server is not None:
+            await fake_server.stop()
+
+
+async def _drain_when_orphaned(server: uvicorn.Server, parent_pid: int) -> None:
+    """A worker whose parent died (SIGKILL, OOM) drains as on SIGTERM instead of holding the port forever."""
+    while True:  # polled: no signal tells a child that its parent is gone
+        await asyncio.sleep(1)
+        if os.getppid() != parent_pid:
+            break
+    _log.warning("worker_orphaned", parent_pid=parent_pid)
+    server.handle_exit(signal.SIGTERM, None)
+
+
+def _announce(config: Config, sockets: Sockets) -> None:
     access = access_summary(config)
     _log.info(
         "relay_listening",
@@ -421,13 +470,6 @@ async def serve(config: Config, sockets: Sockets | None = None) -> None:
     _log.info("access_control", **access)
     _log.info("relay_config", **config_fields(config))
     _log.info("connection_limits", **public_limits(config))
-    try:
-        # Before the listeners serve: a tool server that cannot be used stops the relay with one line.
-        await app.state.runtime.tools.start()
-        await asyncio.gather(public.serve([sockets.public]), metrics_server.serve([sockets.metrics]))
-    finally:
-        if fake_server is not None:
-            await fake_server.stop()
 
 
 if __name__ == "__main__":

@@ -112,6 +112,12 @@ def _voice(value: str) -> str:
     return value
 
 
+def _redis_url(value: str) -> str:
+    if value and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError("expected a redis://, rediss:// or unix:// URL such as redis://redis:6379/0")
+    return value
+
+
 def _fields(value: str) -> tuple[str, ...]:
     fields = _csv(value)
     for name in fields:
@@ -443,6 +449,31 @@ SETTINGS: tuple[Setting, ...] = (
         "visible",
         "Whether clients see server tool calls as items marked relay.server_tool (visible) or not at all (hidden).",
     ),
+    Setting(
+        "workers",
+        "RELAY_WORKERS",
+        _auto_or_int(1, 256),
+        "1",
+        "Relay processes behind the one port (auto: the cores this process may use, cgroup quota included); "
+        "more than one needs RELAY_REDIS_URL.",
+    ),
+    Setting(
+        "redis_url",
+        "RELAY_REDIS_URL",
+        _redis_url,
+        "",
+        "Redis that every worker and replica shares for session slots, budgets, sign-in failures and sign-outs "
+        "(default: kept in this process).",
+        secret=True,
+    ),
+    Setting(
+        "session_lease_seconds",
+        "RELAY_SESSION_LEASE_SECONDS",
+        _float_range(1, 600),
+        "30",
+        "With Redis: a session's slot expires this long after its relay last renewed it (a killed relay's slots "
+        "free within it).",
+    ),
 )
 
 
@@ -498,6 +529,10 @@ class Config:
     tool_concurrency: int = 4
     tool_waiting_seconds: float = 3.0
     tool_calls: str = "visible"
+    #: None: as many as the cores available (relay.workers.cores).
+    workers: int | None = 1
+    redis_url: str = ""
+    session_lease_seconds: float = 30.0
     demo: bool = False
     #: Set by the app in demo mode: the upstream is the built-in simulated model.
     simulated: bool = field(default=False)

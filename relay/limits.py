@@ -1,7 +1,8 @@
 """Limits: concurrent sessions (in all and per identity), a daily token budget per identity, and session timers.
 
-All pure bookkeeping with injectable clocks; the app and the session ask and act. Everything is in memory, so a
-restart forgets the day's spending (the README says so).
+All pure bookkeeping with injectable clocks; the app and the session ask and act. These classes keep everything in
+this process's memory, so a restart forgets the day's spending (the README says so); with RELAY_REDIS_URL the same
+limits are counted in Redis instead (relay.shared_state), with the same refusals.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from relay.access import Denial
 #: How long a client refused for concurrency should wait: sessions usually end within minutes.
 SESSION_RETRY_AFTER_SECONDS = 30
 #: Every `Denial.reason` these limits give (metric label values).
-LIMIT_REASONS = ("capacity", "identity_sessions", "token_budget")
+LIMIT_REASONS = ("capacity", "identity_sessions", "token_budget", "shared_state_unavailable")
 
 
 def _duration(seconds: float) -> str:
@@ -33,6 +34,60 @@ def _duration(seconds: float) -> str:
     return " ".join(parts) or "0 s"
 
 
+def capacity_denial(max_sessions: int) -> Denial:
+    """The refusal of a session beyond RELAY_MAX_SESSIONS."""
+    return Denial(
+        503,
+        protocol.LIMIT_EXCEEDED,
+        f"The relay is at its limit of {max_sessions} sessions (RELAY_MAX_SESSIONS); try again in a minute.",
+        "capacity",
+        {"Retry-After": str(SESSION_RETRY_AFTER_SECONDS)},
+    )
+
+
+def identity_sessions_denial(max_per_identity: int) -> Denial:
+    """The refusal of a session beyond RELAY_MAX_SESSIONS_PER_IDENTITY."""
+    return Denial(
+        429,
+        protocol.LIMIT_EXCEEDED,
+        f"You already have {max_per_identity} sessions open, the most this relay allows per user "
+        "(RELAY_MAX_SESSIONS_PER_IDENTITY). Close one (another tab or device) and connect again.",
+        "identity_sessions",
+        {"Retry-After": str(SESSION_RETRY_AFTER_SECONDS)},
+    )
+
+
+def utc_day(now: float) -> dt.date:
+    """The UTC date at `now` (a Unix time): budgets renew when it changes."""
+    return dt.datetime.fromtimestamp(now, dt.UTC).date()
+
+
+def seconds_until_utc_midnight(now: float) -> int:
+    """Whole seconds from `now` until the next midnight UTC (at least 1)."""
+    midnight = dt.datetime.combine(utc_day(now) + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()
+    return max(1, math.ceil(midnight - now))
+
+
+def budget_denial(daily_tokens: int, wait: int) -> Denial:
+    """The refusal of a new session while the identity's daily token budget is spent (429 until midnight UTC)."""
+    return Denial(
+        429,
+        protocol.LIMIT_EXCEEDED,
+        f"Your daily budget of {daily_tokens} tokens is spent (RELAY_DAILY_TOKEN_BUDGET). It renews at "
+        f"00:00 UTC, in {_duration(wait)}; connect again then, or ask the operator to raise it.",
+        "token_budget",
+        {"Retry-After": str(wait)},
+    )
+
+
+def budget_spent_message(daily_tokens: int, wait: int) -> str:
+    """Why an open session ends when its identity's daily token budget runs out."""
+    return (
+        f"Your daily budget of {daily_tokens} tokens is spent (RELAY_DAILY_TOKEN_BUDGET), so this "
+        f"session ends. It renews at 00:00 UTC, in {_duration(wait)}."
+    )
+
+
 class SessionSlots:
     """Counts open sessions, in all and per identity, and refuses one more beyond either limit."""
 
@@ -45,23 +100,9 @@ class SessionSlots:
     def acquire(self, identity: str) -> Denial | None:
         """Take a slot for `identity`, or say why not. Every successful acquire needs one `release`."""
         if self.total >= self.max_sessions:
-            return Denial(
-                503,
-                protocol.LIMIT_EXCEEDED,
-                f"The relay is at its limit of {self.max_sessions} sessions (RELAY_MAX_SESSIONS); try again in "
-                "a minute.",
-                "capacity",
-                {"Retry-After": str(SESSION_RETRY_AFTER_SECONDS)},
-            )
+            return capacity_denial(self.max_sessions)
         if self._open.get(identity, 0) >= self.max_per_identity:
-            return Denial(
-                429,
-                protocol.LIMIT_EXCEEDED,
-                f"You already have {self.max_per_identity} sessions open, the most this relay allows per user "
-                "(RELAY_MAX_SESSIONS_PER_IDENTITY). Close one (another tab or device) and connect again.",
-                "identity_sessions",
-                {"Retry-After": str(SESSION_RETRY_AFTER_SECONDS)},
-            )
+            return identity_sessions_denial(self.max_per_identity)
         self._open[identity] = self._open.get(identity, 0) + 1
         self.total += 1
         return None
@@ -96,7 +137,7 @@ class TokenBudget:
         self._spent: dict[str, int] = {}
 
     def _today(self) -> dt.date:
-        day = dt.datetime.fromtimestamp(self._clock(), dt.UTC).date()
+        day = utc_day(self._clock())
         if day != self._day:
             self._day = day
             self._spent.clear()
@@ -109,9 +150,8 @@ class TokenBudget:
 
     def seconds_until_reset(self) -> int:
         """Whole seconds until the next midnight UTC (at least 1)."""
-        now = self._clock()
-        midnight = dt.datetime.combine(self._today() + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()
-        return max(1, math.ceil(midnight - now))
+        self._today()
+        return seconds_until_utc_midnight(self._clock())
 
     def exhausted(self, identity: str) -> bool:
         """True when `identity` has no tokens left today."""
@@ -121,15 +161,7 @@ class TokenBudget:
         """Refuse a new session while `identity`'s budget is spent (429 until midnight UTC)."""
         if not self.exhausted(identity):
             return None
-        wait = self.seconds_until_reset()
-        return Denial(
-            429,
-            protocol.LIMIT_EXCEEDED,
-            f"Your daily budget of {self.daily_tokens} tokens is spent (RELAY_DAILY_TOKEN_BUDGET). It renews at "
-            f"00:00 UTC, in {_duration(wait)}; connect again then, or ask the operator to raise it.",
-            "token_budget",
-            {"Retry-After": str(wait)},
-        )
+        return budget_denial(self.daily_tokens, self.seconds_until_reset())
 
     def spend(self, identity: str, tokens: int) -> str | None:
         """Count `tokens` used by `identity` (negative: refund); return why its session must end if it is spent."""
@@ -138,10 +170,7 @@ class TokenBudget:
             self._spent[identity] = max(0, self._spent.get(identity, 0) + tokens)
         if not self.exhausted(identity):
             return None
-        return (
-            f"Your daily budget of {self.daily_tokens} tokens is spent (RELAY_DAILY_TOKEN_BUDGET), so this "
-            f"session ends. It renews at 00:00 UTC, in {_duration(self.seconds_until_reset())}."
-        )
+        return budget_spent_message(self.daily_tokens, self.seconds_until_reset())
 
 
 @dataclass(frozen=True)

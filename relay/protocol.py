@@ -115,6 +115,7 @@ BAD_EVENT = "relay_bad_event"
 INTERNAL_ERROR = "relay_internal_error"
 SERVER_SHUTTING_DOWN = "relay_shutting_down"
 CLIENT_TOO_SLOW = "relay_client_too_slow"
+STATE_UNAVAILABLE = "relay_state_unavailable"
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 

@@ -1,0 +1,1 @@
+"""Several relay processes behind one port: how many, how they are started and stopped, and their metrics."""
