@@ -122,7 +122,18 @@ class FrameScanner:
     reading stops with a 1009 violation (a peer sending that much is not speaking this protocol).
     """
 
-    __slots__ = ("_buf", "_fragmented", "_hard_limit", "_masked", "_max_payload", "_pos", "_skip")
+    __slots__ = (
+        "_buf",
+        "_fragmented",
+        "_hard_limit",
+        "_masked",
+        "_max_payload",
+        "_need",
+        "_parts",
+        "_parts_size",
+        "_pos",
+        "_skip",
+    )
 
     def __init__(self, *, masked: bool, max_payload: int, hard_limit: int) -> None:
         self._masked = masked
@@ -132,6 +143,11 @@ class FrameScanner:
         # read is joined with the next one.
         self._buf = b""
         self._pos = 0
+        self._parts: list[
+            bytes
+        ] = []  # reads after `_buf`, not joined until the frame they belong to is whole
+        self._parts_size = 0
+        self._need = 0  # bytes from `_pos` that the next frame needs, once its header is known (0: unknown)
         self._skip = 0  # payload bytes of an oversized frame still to discard
         self._fragmented = False  # a fragmented message is open (continuations expected)
 
@@ -146,10 +162,20 @@ class FrameScanner:
             dropped = min(self._skip, len(data))
             self._skip -= dropped
             data = data[dropped:]
-        if self._pos >= len(self._buf):
+            if not data:
+                return
+        have = len(self._buf) - self._pos + self._parts_size
+        if self._need and have + len(data) < self._need:
+            # Still short of the frame that is arriving: keep the pieces, join them once when it is whole.
+            self._parts.append(data)
+            self._parts_size += len(data)
+            return
+        if self._pos >= len(self._buf) and not self._parts:
             self._buf, self._pos = data, 0
         else:
-            self._buf, self._pos = self._buf[self._pos :] + data, 0
+            self._buf = b"".join((memoryview(self._buf)[self._pos :], *self._parts, data))
+            self._pos, self._parts, self._parts_size = 0, [], 0
+        self._need = 0
 
     def next(self) -> Frame | Oversized | None:
         """The next whole frame, or None until more bytes arrive. Raises ProtocolViolation."""
@@ -197,6 +223,7 @@ class FrameScanner:
             return Oversized(opcode, length)
         end = body + length
         if len(buf) < end:
+            self._need = end - start
             return None
         view = memoryview(buf)
         payload = apply_mask(view[body:end], bytes(view[body - 4 : body])) if self._masked else view[body:end]
