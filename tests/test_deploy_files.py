@@ -543,6 +543,9 @@ def test_grafana_provisioning_points_at_the_stack() -> None:
 # Dockerfile
 
 
+DIGEST_PINNED = re.compile(r"^[a-z0-9.\-/]+(:[\w.\-]+)?@sha256:[0-9a-f]{64}$")
+
+
 def test_dockerfile_entrypoint_and_base() -> None:
     stages = dockerfile_stages()
     final = stages[-1]
@@ -550,12 +553,17 @@ def test_dockerfile_entrypoint_and_base() -> None:
     assert entrypoints and json.loads(entrypoints[-1]) == ["realtime-relay"]
 
     args = dockerfile_global_args()
-    images = [re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], stage[0].args.split()[0]) for stage in stages]
-    python_images = [image for image in images if not image.startswith("ghcr.io/astral-sh/uv:")]
-    assert len(python_images) >= 2, "expected a builder and a runtime stage"
-    assert all(image == "python:3.11-slim" for image in python_images), images
+    # Every base comes in through a build argument (so a mirror or a local stand-in can replace it) whose default
+    # is pinned by digest: a tag can be moved to other content, a digest cannot.
+    assert set(args) >= {"PYTHON_IMAGE", "UV_IMAGE"}
+    for name in ("PYTHON_IMAGE", "UV_IMAGE"):
+        assert DIGEST_PINNED.match(args[name]), f"{name}={args[name]} is not pinned by digest"
+    assert args["PYTHON_IMAGE"].startswith("python:3.11.")
+    assert args["UV_IMAGE"].startswith("ghcr.io/astral-sh/uv:")
+    froms = [stage[0].args.split()[0] for stage in stages]
+    assert froms == ["${UV_IMAGE}", "${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
     # The runtime stage must be the same image as the builder: the venv links to the base image's interpreter.
-    assert images[-1] == python_images[0]
+    assert froms[-1] == froms[1]
 
 
 def test_dockerfile_installs_from_the_lock_file() -> None:
@@ -563,13 +571,38 @@ def test_dockerfile_installs_from_the_lock_file() -> None:
     syncs = [run for run in runs if "uv sync" in run]
     assert syncs, "no uv sync"
     for run in syncs:
-        assert "--frozen" in run.split() and "--no-dev" in run.split(), run
+        # --locked, not --frozen: a lock that no longer matches pyproject.toml fails the build.
+        assert "--locked" in run.split() and "--frozen" not in run.split() and "--no-dev" in run.split(), run
     # The last sync installs the project itself as a wheel, so the venv does not depend on the source tree.
     assert "--no-editable" in syncs[-1].split()
     assert "--no-install-project" in syncs[0].split()
     assert any("source=uv.lock" in run for run in syncs) or any(
         ins.keyword == "COPY" and "uv.lock" in ins.args for stage in dockerfile_stages() for ins in stage
     )
+
+
+def test_build_backend_is_locked() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (backend,) = project["build-system"]["requires"]
+    assert re.fullmatch(r"hatchling==[\d.]+", backend), backend
+    constraints = project["tool"]["uv"]["build-constraint-dependencies"]
+    assert backend in constraints
+    assert all(re.fullmatch(r"[a-z0-9-]+==[\w.]+", c) for c in constraints), constraints
+    # uv.lock records the build constraints, so `uv sync --locked` fails when they change without a new lock.
+    lock = (ROOT / "uv.lock").read_text(encoding="utf-8")
+    manifest = lock.split("[manifest]", 1)[1].split("[[package]]", 1)[0]
+    for constraint in constraints:
+        name, version = constraint.split("==")
+        assert f'{{ name = "{name}", specifier = "=={version}" }}' in manifest, constraint
+
+
+def test_dockerfile_labels() -> None:
+    labels = " ".join(ins.args for ins in dockerfile_stages()[-1] if ins.keyword == "LABEL")
+    for key in ("title", "description", "version", "revision", "licenses", "base.name"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    assert 'org.opencontainers.image.base.name="${PYTHON_IMAGE}"' in labels
 
 
 def test_dockerfile_runtime_settings() -> None:
@@ -596,25 +629,15 @@ def test_dockerfile_user_matches_kubernetes() -> None:
     assert (str(pod_security["runAsUser"]), str(pod_security["runAsGroup"])) == (uid, gid)
 
 
-def _healthcheck_url() -> str:
+def test_dockerfile_healthcheck_asks_the_running_relay() -> None:
     checks = [ins.args for ins in dockerfile_stages()[-1] if ins.keyword == "HEALTHCHECK"]
     assert len(checks) == 1
-    command = checks[0].split(" CMD ", 1)[1]
-    argv = json.loads(command)
-    assert argv[0] == "python" and "urllib.request" in argv[-1]
-    match = re.search(
-        r"'http://127\.0\.0\.1:' \+ os\.environ\.get\('RELAY_PORT', '(\d+)'\) \+ '(/[^']*)'", argv[-1]
-    )
-    assert match, argv[-1]
-    return f"http://127.0.0.1:{match[1]}{match[2]}"
-
-
-def test_dockerfile_healthcheck_targets_the_health_route() -> None:
-    url = _healthcheck_url()
-    assert url == f"http://127.0.0.1:{PUBLIC_PORT}/healthz"
-    path = url.split(str(PUBLIC_PORT), 1)[1]
-    sources = [p.read_text(encoding="utf-8") for p in (ROOT / "relay").rglob("*.py")]
-    assert any(f'"{path}"' in text or f"'{path}'" in text for text in sources), f"no route {path} in relay/"
+    argv = json.loads(checks[0].split(" CMD ", 1)[1])
+    assert argv == ["python", "-m", "relay.healthcheck"]
+    assert (ROOT / "relay" / "healthcheck.py").is_file()
+    # Its timeout must leave room for the check's own HTTP timeout.
+    timeout = re.search(r"--timeout=(\d+)s", checks[0])
+    assert timeout and int(timeout[1]) > 2
 
 
 def test_dockerignore_admits_what_the_build_copies() -> None:
