@@ -865,3 +865,26 @@ def test_env_example_ships_secrets_empty_and_compose_requires_them() -> None:
         "OPENAI_API_KEY",
         "GRAFANA_ADMIN_PASSWORD",
     } <= required
+
+
+# ----------------------------------------------------------------------------------------------------
+# the dashboard reads the recording rules
+
+
+def test_dashboard_uses_the_recording_rules_and_shows_failed_sign_ins() -> None:
+    from tests.test_dashboard import RECORDED, expanded, expressions, load, recording_rules
+
+    exprs = expressions(load())
+    used = {m[1] for expr in exprs for m in RECORDED.finditer(expr)}
+    recorded = set(recording_rules())
+    assert used <= recorded, f"the dashboard queries series no rule records: {sorted(used - recorded)}"
+    assert recorded - used == set(), f"recording rules no panel uses: {sorted(recorded - used)}"
+    for expr in exprs:
+        # A recorded quantile keeps `instance`: the dashboard's instance picker still applies to it.
+        for match in RECORDED.finditer(expr):
+            assert match[2] and 'instance=~"$instance"' in match[2], expr
+    sign_ins = [e for e in exprs if "relay_login_failures_total" in expanded(e)]
+    assert sign_ins and all("by (reason)" in e for e in sign_ins)
+    from relay.metrics import RelayMetrics
+
+    assert "relay_login_failures" in {f.name for f in RelayMetrics().registry.collect()}
