@@ -38,7 +38,7 @@ from websockets.exceptions import InvalidStatus
 
 from relay.fake.server import FakeRealtimeServer
 from tests.conftest import TEST_API_KEY, scanned
-from tests.harness import free_port
+from tests.harness import REPO, free_port
 from tests.image_build import (
     Build,
     Buildah,
@@ -61,6 +61,7 @@ WRITABLE = "/tmp"
 #: Written by `buildah run` itself (podman's and buildah's "inside a container" marker), not by the relay.
 RUNTIME_FILES = {"/run", "/run/.containerenv"}
 DRAIN_SECONDS = 3
+README = REPO / "README.md"
 
 
 @dataclass
@@ -177,9 +178,13 @@ def test_image_is_the_dockerfile_built_as_it_is(
 ) -> None:
     config = image.buildah.inspect(image.build.tag)["Docker"]["config"]
     record_property("image_build_seconds", round(image.build.seconds, 1))
-    record_property(
-        "image_size", image.buildah.run("images", "--format", "{{.Size}}", image.build.tag).strip()
-    )
+    size = image.buildah.run("images", "--format", "{{.Size}}", image.build.tag).strip()
+    record_property("image_size", size)
+    # The README states the size; it must still be what the build makes (within 10 %).
+    stated = re.search(r"^Size: (\d+) MB as built in CI", README.read_text(encoding="utf-8"), re.MULTILINE)
+    assert stated, "the README does not state the image size"
+    value, unit = size.split()
+    assert unit == "MB" and abs(float(value) - int(stated[1])) <= 0.1 * int(stated[1]), (size, stated[1])
     assert config["User"] == "10001:10001"
     assert config["Entrypoint"] == ["realtime-relay"]
     assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "relay.healthcheck"]
