@@ -888,3 +888,31 @@ def test_dashboard_uses_the_recording_rules_and_shows_failed_sign_ins() -> None:
     from relay.metrics import RelayMetrics
 
     assert "relay_login_failures" in {f.name for f in RelayMetrics().registry.collect()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# every path a deployment file names is a route of the relay
+
+
+def _public_routes() -> set[str]:
+    from relay.app import create_app
+    from relay.config import Config
+
+    return {str(getattr(route, "path", "")) for route in create_app(Config()).routes}
+
+
+def test_probe_and_health_check_paths_are_routes_of_the_public_app() -> None:
+    routes = _public_routes()
+    container = _k8s_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    probes = {container[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert probes == {"/healthz", "/readyz"} and probes <= routes
+    from relay.healthcheck import RelayProcess as Process
+    from relay.healthcheck import health_url
+
+    assert health_url(Process(1, [], {})).rsplit(":", 1)[1].split("/", 1)[1] == "healthz"
+    assert "/healthz" in routes
+    ingress_paths = {p["path"] for r in _k8s_kind("Ingress")["spec"]["rules"] for p in r["http"]["paths"]}
+    assert ingress_paths == {"/"}  # everything of the public app, which never serves /metrics
+    assert "/metrics" not in routes
+    annotations = _k8s_kind("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics"
