@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ CACHE_ROOT = Path(
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "passwd")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: One tag for every run: runs take turns (`exclusive_use`), and the tagged image keeps its layers in the cache.
 RELAY_TAG = "localhost/realtime-relay:ci"
 #: overlay works for root on ext4 here and is ~10x cheaper than vfs, which copies every layer in full.
 STORAGE_DRIVER = os.environ.get("STORAGE_DRIVER", "overlay")
@@ -52,6 +54,22 @@ STORAGE_DRIVER = os.environ.get("STORAGE_DRIVER", "overlay")
 
 class ImageToolMissing(RuntimeError):
     """buildah or mmdebstrap is not installed."""
+
+
+@contextlib.contextmanager
+def exclusive_use() -> Iterator[None]:
+    """Hold the machine's image-test lock: one run at a time builds, prunes and runs containers.
+
+    Two runs at once would prune each other's fresh layers, and the health check (which finds the relay by its
+    uid in the shared process table) could find the other run's relay.
+    """
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with (CACHE_ROOT / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def dockerfile_default(name: str) -> str:
@@ -219,6 +237,7 @@ class Build:
 
 def build_relay_image(buildah: Buildah, python_image: str, uv: str) -> Build:
     """`buildah bud` of the real Dockerfile with the stand-ins given by build argument; stale layers removed."""
+    tag = RELAY_TAG
     started = time.monotonic()
     log = buildah.run(
         "bud",
@@ -235,13 +254,13 @@ def build_relay_image(buildah: Buildah, python_image: str, uv: str) -> Build:
         "-f",
         str(DOCKERFILE),
         "-t",
-        RELAY_TAG,
+        tag,
         str(REPO),
         timeout=1200,
     )
     seconds = time.monotonic() - started
     _prune_layers_not_in(buildah, log)
-    return Build(RELAY_TAG, seconds, log)
+    return Build(tag, seconds, log)
 
 
 def _prune_layers_not_in(buildah: Buildah, log: str) -> None:
