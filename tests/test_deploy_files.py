@@ -916,3 +916,13 @@ def test_probe_and_health_check_paths_are_routes_of_the_public_app() -> None:
     assert "/metrics" not in routes
     annotations = _k8s_kind("Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_the_ports_the_files_use_are_the_relays_defaults() -> None:
+    # Every port check above compares with these two; they in turn are the relay's own defaults.
+    from relay.config import load_config
+
+    defaults = load_config({})
+    assert (defaults.port, defaults.metrics_port) == (PUBLIC_PORT, METRICS_PORT)
+    env = dockerfile_env(dockerfile_stages()[-1])
+    assert load_config(env).port == PUBLIC_PORT and load_config(env).metrics_port == METRICS_PORT
