@@ -1,13 +1,15 @@
 """`python -m relay.healthcheck`: exit 0 when the relay running beside it answers `GET /healthz`, else 1.
 
 The container image's HEALTHCHECK runs this. The relay's port may come from `RELAY_PORT` or from `--port` on its
-command line, and the health check's own environment knows only the first; so the running relay's settings are
-read from /proc (its argument list and environment, readable by the same user) and resolved by the relay's own
-settings code, exactly as the relay resolved them.
+command line, and the health check's own environment knows only the first; so the running relay's argument list and
+environment are read from /proc (readable by the same user) and resolved as the relay resolves them: a flag wins
+over its variable, which wins over the default. Only `--host` and `--port` matter here, and they are parsed without
+importing the relay's settings (which load numpy): Docker runs this every 15 s, so it should cost little.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import urllib.error
@@ -16,9 +18,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.config import SETTINGS, ConfigError, load_config
-
 _COMMAND = "realtime-relay"
+#: The relay's defaults for RELAY_HOST and RELAY_PORT (tests hold them to relay.config).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
 #: Answers on an address that means "every interface" are asked on the matching loopback address.
 _ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
@@ -75,16 +78,22 @@ def relay_processes(proc: Path = Path("/proc")) -> Iterator[RelayProcess]:
 
 
 def health_url(process: RelayProcess) -> str:
-    """Where that relay serves /healthz, from its flags and environment as its own start-up resolved them."""
-    from relay.cli import build_parser
+    """Where that relay serves /healthz, from its flags and environment as its own start-up resolved them.
 
-    args = build_parser().parse_args(["serve", *process.args])
-    overrides = {s.name: getattr(args, s.name, None) for s in SETTINGS}
-    config = load_config(process.env, overrides)
-    host = _ANY_ADDRESS.get(config.host, config.host)
+    Raises ValueError when they hold no usable address.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--host")
+    parser.add_argument("--port")
+    flags, _ = parser.parse_known_args(process.args)
+    host = (flags.host or process.env.get("RELAY_HOST") or DEFAULT_HOST).strip()
+    port = int(flags.port or process.env.get("RELAY_PORT") or DEFAULT_PORT)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port}")
+    host = _ANY_ADDRESS.get(host, host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.port}/healthz"
+    return f"http://{host}:{port}/healthz"
 
 
 def check(timeout: float = 2.0, proc: Path = Path("/proc")) -> str | None:
@@ -94,8 +103,8 @@ def check(timeout: float = 2.0, proc: Path = Path("/proc")) -> str | None:
         return f"no {_COMMAND} process of this user is running"
     try:
         url = health_url(process)
-    except (ConfigError, SystemExit):
-        return f"the settings of {_COMMAND} (pid {process.pid}) cannot be read back"
+    except ValueError:
+        return f"the address of {_COMMAND} (pid {process.pid}) cannot be read from its settings"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (a fixed http URL)
             status = int(response.status)

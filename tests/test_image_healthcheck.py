@@ -6,6 +6,8 @@ which "relay" is running; the health endpoint it asks is a real HTTP server on l
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.healthcheck import RelayProcess, check, health_url, serve_arguments
+from relay.config import load_config
+from relay.healthcheck import DEFAULT_HOST, DEFAULT_PORT, RelayProcess, check, health_url, serve_arguments
 
 SCRIPT = ["/app/.venv/bin/python", "/app/.venv/bin/realtime-relay"]
 
@@ -40,6 +43,29 @@ def test_a_port_flag_wins_over_the_environment() -> None:
     assert health_url(RelayProcess(1, ["--port", "9000"], env)) == "http://127.0.0.1:9000/healthz"
     assert health_url(RelayProcess(1, ["--host", "::"], env)) == "http://[::1]:8080/healthz"
     assert health_url(RelayProcess(1, ["--host", "10.1.2.3"], env)) == "http://10.1.2.3:8080/healthz"
+    assert health_url(RelayProcess(1, ["--demo", "--port=9100"], {})) == "http://127.0.0.1:9100/healthz"
+
+
+def test_the_defaults_are_the_relays() -> None:
+    defaults = load_config({})
+    assert (defaults.host, defaults.port) == (DEFAULT_HOST, DEFAULT_PORT)
+    assert health_url(RelayProcess(1, [], {})) == f"http://{defaults.host}:{defaults.port}/healthz"
+
+
+def test_the_health_check_does_not_load_the_relays_settings() -> None:
+    # Docker runs it every 15 s: importing relay.config (and numpy with it) would cost most of a second each time.
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, relay.healthcheck; print('numpy' in sys.modules, 'relay.config' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert probe.stdout.split() == ["False", "False"]
 
 
 class _Health(BaseHTTPRequestHandler):
