@@ -33,7 +33,17 @@ from urllib.parse import urlsplit
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from relay.auth import COOKIE_NAME, AttemptCounter, LoginCookies, TokenSet, client_key, token_digest
+from relay.auth import (
+    COOKIE_NAME,
+    GENERATE_HINT,
+    AttemptCounter,
+    LoginCookies,
+    TokenSet,
+    client_key,
+    plain_token_lines,
+    token_digest,
+    weak_secret_reason,
+)
 from relay.config import Config, ConfigError
 from relay.connection_guard import connection_problem, open_file_limit
 
@@ -45,7 +55,6 @@ _PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "f
 _FUNNEL_HEADER = "tailscale-funnel-request"
 _LOGIN_HEADER = "tailscale-user-login"
 _TAILSCALE_LOGIN = re.compile(r"[A-Za-z0-9._%+@-]{1,254}")
-_MIN_COOKIE_SECRET = 16
 #: Every `Denial.reason` a WebSocket handshake can get from the door (metric label values).
 DENIAL_REASONS = (
     "missing_token",
@@ -574,11 +583,9 @@ def startup_problem(config: Config) -> str | None:
         tokens = TokenSet.from_config(config)
     except ConfigError as exc:
         return str(exc)
-    if config.cookie_secret and len(config.cookie_secret) < _MIN_COOKIE_SECRET:
-        return (
-            f"RELAY_COOKIE_SECRET is shorter than {_MIN_COOKIE_SECRET} characters; use a long random value, e.g. "
-            'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
-        )
+    weak = weak_secret_problem(config)
+    if weak is not None:
+        return weak
     problem = connection_problem(config, open_file_limit())
     if problem is not None:
         return problem
@@ -590,6 +597,29 @@ def startup_problem(config: Config) -> str | None:
             "could spend your OpenAI key. Set RELAY_ACCESS_TOKENS (or RELAY_ACCESS_TOKENS_FILE), bind "
             "RELAY_HOST=127.0.0.1, or pass --allow-anonymous (RELAY_ALLOW_ANONYMOUS=true) to accept that risk."
         )
+    return None
+
+
+def weak_secret_problem(config: Config) -> str | None:
+    """A placeholder or guessable access token or cookie secret, named by where it is (never by its value).
+
+    A copied `replace-with-...` token would open the relay to anyone who read the example; a guessable cookie secret
+    lets anyone sign a login cookie for any identity. Both are refused before the relay listens.
+    """
+    places: list[tuple[str, str]] = []
+    count = len(config.access_tokens)
+    for index, token in enumerate(config.access_tokens, start=1):
+        places.append((f"RELAY_ACCESS_TOKENS (token {index} of {count})", token))
+    if config.access_tokens_file is not None:
+        text = config.access_tokens_file.read_text(encoding="utf-8")  # readable: TokenSet.from_config read it
+        for number, token in plain_token_lines(text):
+            places.append((f"RELAY_ACCESS_TOKENS_FILE line {number}", token))
+    if config.cookie_secret:
+        places.append(("RELAY_COOKIE_SECRET", config.cookie_secret))
+    for where, secret in places:
+        reason = weak_secret_reason(secret)
+        if reason is not None:
+            return f"{where} {reason}; generate a random value with {GENERATE_HINT} and restart"
     return None
 
 

@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,48 @@ LOGIN_REFILL_SECONDS = 60.0
 LOGIN_MAX_CLIENTS = 10_000
 
 
+#: A secret (access token or cookie key) shorter than this, or with less estimated entropy, is refused at start-up.
+MIN_SECRET_LENGTH = 16
+MIN_SECRET_BITS = 56
+#: Words that mark a value copied from an example instead of generated.
+PLACEHOLDER_WORDS = (
+    "replace-with",
+    "replace_with",
+    "replaceme",
+    "replace-me",
+    "changeme",
+    "change-me",
+    "placeholder",
+)
+GENERATE_HINT = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def estimated_bits(secret: str) -> float:
+    """Shannon entropy of the secret's own characters times its length: a ceiling on how hard it is to guess.
+
+    It cannot tell a random string from a sentence, but it catches what matters at start-up: short values, repeated
+    characters, and the few-symbol strings people type when asked for "something random".
+    """
+    if not secret:
+        return 0.0
+    counts = Counter(secret)
+    n = len(secret)
+    return -sum(c / n * math.log2(c / n) for c in counts.values()) * n
+
+
+def weak_secret_reason(secret: str) -> str | None:
+    """Why `secret` must not be used to guard a public relay (a phrase that never quotes it), or None."""
+    lowered = secret.lower()
+    for word in PLACEHOLDER_WORDS:
+        if word in lowered:
+            return f"is a placeholder (it contains {word!r})"
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if estimated_bits(secret) < MIN_SECRET_BITS:
+        return f"is too predictable (under {MIN_SECRET_BITS} bits by its character mix)"
+    return None
+
+
 def token_digest(token: str) -> bytes:
     """The SHA-256 digest of a token, as stored and compared."""
     return hashlib.sha256(token.encode()).digest()
@@ -44,6 +86,16 @@ def token_digest(token: str) -> bytes:
 def token_identity(digest: bytes) -> str:
     """The identity a token grants: a short, stable name derived from its hash (never the token itself)."""
     return "token:" + digest.hex()[:8]
+
+
+def plain_token_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, token) of the tokens file's lines that hold a token in clear (not `sha256:`, blank or `#`)."""
+    found = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#") and not line.lower().startswith(HASHED_PREFIX):
+            found.append((number, line))
+    return found
 
 
 def parse_token_lines(text: str, source: str) -> list[bytes]:

@@ -390,7 +390,7 @@ SETTINGS: tuple[Setting, ...] = (
         "RELAY_FORWARDED_ALLOW_IPS",
         _csv,
         "127.0.0.1,::1",
-        "Peers whose X-Forwarded-* and Tailscale-* headers are trusted.",
+        "Peers whose X-Forwarded-* headers are trusted, e.g. an ingress (Tailscale-* only from a loopback one).",
     ),
     Setting(
         "request_timeout_seconds",

@@ -81,6 +81,8 @@ async def prometheus(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[
             "global:\n"
             "  scrape_interval: 1s\n"
             "  evaluation_interval: 1s\n"
+            # The deployment's recording rules, which the dashboard queries.
+            f"rule_files: ['{REPO / 'deploy' / 'recording-rules.yml'}']\n"
             "scrape_configs:\n"
             "  - job_name: relay\n"
             "    scrape_interval: 1s\n"
@@ -172,6 +174,11 @@ async def test_prometheus_scrapes_the_relay_and_answers_first_audio_quantiles(
             assert await prom.query("relay_sessions_active"), expr
             continue
         result = await prom.query(grafana_to_promql(expr))
+        # A recorded series appears at the rule group's next evaluation (every 5 s).
+        deadline = time.monotonic() + 15
+        while not result and "relay:" in expr and "> 0" not in expr and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            result = await prom.query(grafana_to_promql(expr))
         if "> 0" not in expr:
             assert result, f"dashboard query returned nothing: {expr}"
     # So is every recording rule of the deployment.
