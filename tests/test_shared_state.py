@@ -77,6 +77,14 @@ async def test_the_identity_limit_holds_across_two_relays(
         await eventually(all_released, timeout=5)
 
 
+async def _until_closed_on(relay: Any, timeout: float = 5) -> None:
+    """Wait until `relay` has logged the end of a session (its slot and spending are then written back)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not any(line.get("event") == "session_closed" for line in relay.inner.log_lines()):
+        assert asyncio.get_running_loop().time() < deadline, "the session did not close"
+        await asyncio.sleep(0.05)
+
+
 async def test_the_daily_budget_holds_across_two_relays(
     start_relay: RelayFactory, redis_server: RedisServer, fake_upstream: Any
 ) -> None:
@@ -88,7 +96,9 @@ async def test_the_daily_budget_holds_across_two_relays(
     assert code == 1008  # the reply that spent the budget ended the session
     usage = next(e for e in events if e["type"] == "response.done")["response"]["usage"]
     assert usage["total_tokens"] >= 1
-    # Spent on a; b refuses at the door, though it never saw a token of it.
+    # Spent on a (written back by the time a has closed the session); b refuses at the door, though it never saw
+    # a token of it.
+    await _until_closed_on(a)
     spent = await refused(b.ws_url, additional_headers=bearer(TOKEN))
     spent.says(429, "relay_limit_exceeded", "RELAY_DAILY_TOKEN_BUDGET", "00:00 UTC")
     async with opened(b.ws_url, additional_headers=bearer(OTHER_TOKEN)) as other:

@@ -129,6 +129,7 @@ class RedisState:
         self._pending: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._known: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._away = False
 
@@ -219,9 +220,11 @@ class RedisState:
         return Lease(identity, lease_id)
 
     async def close_session(self, lease: Lease) -> None:
-        """Give the slot back; if Redis is away, the lease simply expires."""
+        """Write back what the session spent, then give the slot back; if Redis is away, the lease simply expires
+        (and the spending is written back when it returns)."""
         self._leases.pop(lease.lease_id, None)
         with contextlib.suppress(SharedStateUnavailable):
+            await self._flush()
             await self._call(
                 "release",
                 self._release(
@@ -279,10 +282,15 @@ class RedisState:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self._flush_spending()
+                await self._flush()
             except SharedStateUnavailable:
                 await asyncio.sleep(WRITE_BACK_RETRY_SECONDS)
                 self._wake.set()
+
+    async def _flush(self) -> None:
+        # One flush at a time: two would both add the same pending amount.
+        async with self._flush_lock:
+            await self._flush_spending()
 
     async def _flush_spending(self) -> None:
         for (day, identity), amount in list(self._pending.items()):
