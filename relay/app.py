@@ -36,6 +36,9 @@ from relay.access import (
 from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet
 from relay.bounds import END_GRACE_SECONDS, SessionBounds
 from relay.config import Config
+from relay.conversations.http import history_routes
+from relay.conversations.replay import item_create_events
+from relay.conversations.service import Conversations
 from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
@@ -161,6 +164,7 @@ def create_app(
     door = Door(config, TokenSet.from_config(config), cookies, AttemptLimiter(), simulated=simulated)
     slots = SessionSlots(config.max_sessions, config.max_sessions_per_identity)
     budget = TokenBudget(config.daily_token_budget)
+    conversations = Conversations(config, runtime.metrics)
     logging.getLogger("uvicorn.error").addFilter(DENIAL_LOG_FILTER)
 
     def refused(request: DoorRequest, denial: Denial, where: str) -> None:
@@ -204,6 +208,7 @@ def create_app(
                     "locked_fields": list(config.locked_fields),
                 },
                 "audio": {"input_rates": [8000, 192000]},
+                "history": conversations.saving,
             }
         )
 
@@ -284,21 +289,51 @@ def create_app(
         if isinstance(query, Denial):
             await refuse(websocket, door_request, query)
             return
-        limited = budget.denial(identity) or slots.acquire(identity)
+        continued = websocket.query_params.get("continue")
+        seed: list[str] = []
+        if continued is not None:
+            items = await conversations.items_to_continue(identity, continued)
+            if items is None:
+                message = (
+                    f"There is no saved conversation {continued[:70]!r} of yours to continue (or this relay does "
+                    "not save conversations); list yours with GET /api/conversations."
+                )
+                await refuse(
+                    websocket, door_request, Denial(404, "conversation_not_found", message, "history")
+                )
+                return
+            seed = [protocol.dumps(event) for event in item_create_events(items)]
+        limited = budget.denial(identity) or conversations.budget.denial(identity) or slots.acquire(identity)
         if limited is not None:
             await refuse(websocket, door_request, limited)
             return
         try:
-            await run_session(websocket, identity, admission.subprotocol, query.model, query.rates)
+            await run_session(
+                websocket,
+                identity,
+                admission.subprotocol,
+                query.model,
+                query.rates,
+                seed=seed,
+                continued=continued,
+            )
         finally:
             slots.release(identity)
 
     async def run_session(
-        websocket: WebSocket, identity: str, subprotocol: str | None, model: str, rates: dict[str, int]
+        websocket: WebSocket,
+        identity: str,
+        subprotocol: str | None,
+        model: str,
+        rates: dict[str, int],
+        *,
+        seed: list[str],
+        continued: str | None,
     ) -> None:
         # The client's own credential stays here: the upstream handshake carries only the relay's key.
         await websocket.accept(subprotocol=subprotocol)
         session_id = protocol.new_id("rs_", 16)
+        tap = conversations.tap(session_id, identity, model, continued_from=continued)
         state = SessionState(
             metrics=runtime.metrics,
             policy=policy,
@@ -308,6 +343,8 @@ def create_app(
             input_rate=rates.get("input_rate", protocol.API_RATE),
             output_rate=rates.get("output_rate", protocol.API_RATE),
             on_usage=lambda tokens: budget.spend(identity, tokens),
+            observer=tap,
+            seed=seed,
         )
         session = RelaySession(
             websocket,
@@ -320,6 +357,8 @@ def create_app(
             bounds=bounds,
             metrics=runtime.metrics,
         )
+        session.summary_extra = tap.summary_fields
+        tap.opened()
         runtime.add(session)
         session.log.info(
             "session_opened", model=model, input_rate=state.input_rate, output_rate=state.output_rate
@@ -332,13 +371,18 @@ def create_app(
             await session.run()
         finally:
             watchdog.cancel()
+            tap.closed()
             runtime.discard(session)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if runtime.sessions:
-            await runtime.drain(0)
+        await conversations.start()
+        try:
+            yield
+            if runtime.sessions:
+                await runtime.drain(0)
+        finally:
+            await conversations.stop()
 
     app = Starlette(
         routes=[
@@ -348,6 +392,7 @@ def create_app(
             Route("/auth/login", login, methods=["POST"]),
             Route("/auth/logout", logout, methods=["POST"]),
             WebSocketRoute("/v1/realtime", realtime),
+            *history_routes(door, conversations),
             Route("/", home),
             Route("/index.html", home),
             Mount("/", StaticFiles(directory=web_root(), html=True), name="web"),
@@ -365,4 +410,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.conversations = conversations
     return app

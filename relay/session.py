@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from starlette.websockets import WebSocket
@@ -98,6 +99,8 @@ class RelaySession:
         self.last_client_activity = time.monotonic()
         self._tasks: tuple[asyncio.Task[None], ...] = ()
         self.log = _log.bind(session_id=session_id, identity=identity)
+        #: More fields for the session_closed line (the conversation's cost).
+        self.summary_extra: Callable[[], dict[str, Any]] = dict
         state.identity_metrics = metrics.for_identity(identity)
 
     # -- public ----------------------------------------------------------------------------------------------
@@ -353,6 +356,7 @@ class RelaySession:
             turns=self.state.turns,
             first_audio_p50_ms=round(waits[len(waits) // 2] * 1000, 1) if waits else None,
             tokens=self.state.tokens_used,
+            **self.summary_extra(),
         )
 
     async def wait_closed(self) -> None:

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -82,6 +82,15 @@ class Actions:
     audio_from_client: float = 0.0
 
 
+class EventObserver(Protocol):
+    """Sees every event the state parses (relay.conversations.tap): what a forwarded client event and each upstream
+    event mean for the saved conversation. `from_upstream` may answer why the session must end (a spent budget)."""
+
+    def from_client(self, event: dict[str, Any]) -> None: ...
+
+    def from_upstream(self, event: dict[str, Any]) -> str | None: ...
+
+
 def check_rate(value: Any, what: str) -> str | None:
     """Return an error message if `value` is not an acceptable PCM rate, else None."""
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_RATE <= value <= MAX_RATE:
@@ -118,7 +127,12 @@ class SessionState:
         output_rate: int = API_RATE,
         on_usage: Callable[[int], str | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        observer: EventObserver | None = None,
+        seed: list[str] | None = None,
     ) -> None:
+        self.observer = observer
+        #: Frames sent upstream right after the defaults, before any client frame (a continued conversation).
+        self._seed = seed or []
         self._metrics = metrics
         self._policy = policy
         self._quality = resampler_quality
@@ -171,11 +185,14 @@ class SessionState:
     # -- opening ---------------------------------------------------------------------------------------------
 
     def opening_events(self) -> list[str]:
-        """Frames to send upstream before any client event: the server's session defaults."""
+        """Frames to send upstream before any client event: the server's session defaults, then any seed."""
         if self._defaults is None:
-            return []
+            return list(self._seed)
         session = {"type": "realtime", **self._defaults}
-        return [protocol.dumps({"type": "session.update", "event_id": DEFAULTS_EVENT_ID, "session": session})]
+        defaults = protocol.dumps(
+            {"type": "session.update", "event_id": DEFAULTS_EVENT_ID, "session": session}
+        )
+        return [defaults, *self._seed]
 
     # -- client → upstream -----------------------------------------------------------------------------------
 
@@ -221,6 +238,8 @@ class SessionState:
             self._client_error(actions, refusal.code, refusal.message, param=refusal.param, event_id=event_id)
             return actions
         event_type: str = event["type"]
+        if self.observer is not None and event_type != "input_audio_buffer.append":
+            self.observer.from_client(event)
         if event_type == "input_audio_buffer.append":
             self._append_base64(actions, event, text, event_id)
         elif event_type == "session.update":
@@ -498,17 +517,20 @@ class SessionState:
             self._upstream_fault(actions, "unparsable", f"not a JSON event object ({type(exc).__name__})")
             return actions
         self._metrics.count_upstream_event(event_type)
+        spent = self.observer.from_upstream(event) if self.observer is not None else None
         handler = _UPSTREAM_HANDLERS.get(event_type)
         if handler is None:
             actions.to_client.append(text)
-            return actions
-        try:
-            handler(self, actions, event, text)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            # A field of the wrong shape (`session: null`, `rate_limits: 5`, bad base64 audio): this event is
-            # dropped, the session goes on. What the handler had queued for this event is dropped with it.
-            actions = Actions()
-            self._upstream_fault(actions, event_type, f"{type(exc).__name__}: {exc}"[:200])
+        else:
+            try:
+                handler(self, actions, event, text)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                # A field of the wrong shape (`session: null`, `rate_limits: 5`, bad base64 audio): this event is
+                # dropped, the session goes on. What the handler had queued for this event is dropped with it.
+                actions = Actions()
+                self._upstream_fault(actions, event_type, f"{type(exc).__name__}: {exc}"[:200])
+        if spent is not None and actions.close is None:
+            self._end_for_budget(actions, spent)
         return actions
 
     def _upstream_fault(self, actions: Actions, kind: str, what: str) -> None:

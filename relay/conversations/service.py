@@ -1,0 +1,81 @@
+"""The conversations of one relay process: the store and its writer (when history is on), the cost metric, the
+daily money budget, and a `ConversationTap` for each session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from relay.config import Config
+from relay.conversations.budget import CostBudget
+from relay.conversations.items import Item
+from relay.conversations.metrics import HistoryMetrics
+from relay.conversations.record import ConversationRecord
+from relay.conversations.store import ConversationStore, database_url, shown_url
+from relay.conversations.tap import ConversationTap
+from relay.conversations.writer import HistoryWriter
+from relay.metrics import RelayMetrics
+
+_log = structlog.get_logger("relay.history")
+
+
+class Conversations:
+    """History, cost and budget for every session of the process."""
+
+    def __init__(self, config: Config, metrics: RelayMetrics) -> None:
+        self.config = config
+        self.metrics = HistoryMetrics(
+            metrics.registry, config.models, identity_label=config.metrics_identity_label
+        )
+        self.budget = CostBudget(config.daily_cost_budget)
+        self.store: ConversationStore | None = None
+        self.writer: HistoryWriter | None = None
+        if config.history_on:
+            self.store = ConversationStore(database_url(config.history_database_url, Path(config.data_dir)))
+            self.writer = HistoryWriter(
+                self.store,
+                self.metrics,
+                queue_size=config.history_queue,
+                retention_days=config.history_retention_days,
+            )
+
+    @property
+    def saving(self) -> bool:
+        """True when conversations are saved."""
+        return self.store is not None
+
+    async def start(self) -> None:
+        """Open the database (migrating it) and start the writer. Raises when the database cannot be used."""
+        if self.store is None or self.writer is None:
+            return
+        version = await self.store.open()
+        self.writer.start()
+        _log.info(
+            "history_opened",
+            database=shown_url(self.store.url),
+            schema_version=version,
+            retention_days=self.config.history_retention_days,
+        )
+
+    async def stop(self) -> None:
+        """Write what is queued, then close the database."""
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.store is not None:
+            await self.store.close()
+
+    def tap(
+        self, conversation_id: str, identity: str, model: str, *, continued_from: str | None = None
+    ) -> ConversationTap:
+        """The record and tap of a new session's conversation."""
+        record = ConversationRecord(
+            conversation_id, identity, self.config.prices, model=model, continued_from=continued_from
+        )
+        return ConversationTap(record, writer=self.writer, metrics=self.metrics, budget=self.budget)
+
+    async def items_to_continue(self, identity: str, conversation_id: str) -> list[Item] | None:
+        """The text items of one of `identity`'s saved conversations (None: none such, or history is off)."""
+        if self.store is None:
+            return None
+        return await self.store.items_of(identity, conversation_id)
