@@ -70,6 +70,7 @@ class Runtime:
     sessions: set[RelaySession] = field(default_factory=set)
     draining: bool = False
     sessions_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    conversations: Conversations | None = None
 
     def add(self, session: RelaySession) -> None:
         """Count `session` as open."""
@@ -164,7 +165,7 @@ def create_app(
     door = Door(config, TokenSet.from_config(config), cookies, AttemptLimiter(), simulated=simulated)
     slots = SessionSlots(config.max_sessions, config.max_sessions_per_identity)
     budget = TokenBudget(config.daily_token_budget)
-    conversations = Conversations(config, runtime.metrics)
+    conversations = runtime.conversations = Conversations(config, runtime.metrics)
     logging.getLogger("uvicorn.error").addFilter(DENIAL_LOG_FILTER)
 
     def refused(request: DoorRequest, denial: Denial, where: str) -> None:
