@@ -50,7 +50,7 @@ async def history_relay(
 
 
 async def _fresh_database(url: str, name: str) -> str:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     connection = await asyncpg.connect(url)
     try:
@@ -59,6 +59,10 @@ async def _fresh_database(url: str, name: str) -> str:
     finally:
         await connection.close()
     return url.rsplit("/", 1)[0] + "/" + name
+
+
+def _of_type(wanted: str) -> Callable[[Any], bool]:
+    return lambda event: bool(event.type == wanted)
 
 
 async def _speak(connection: Any, audio: bytes) -> None:
@@ -114,7 +118,7 @@ async def spoken_conversation(
         # The cancel's response.done and the truncate's answer may come in either order.
         for wanted in ("conversation.item.truncated", "response.done", TRANSCRIBED):
             if sum(e.type == wanted for e in seen) < (1 if wanted == "conversation.item.truncated" else 2):
-                await _until(connection, lambda e, wanted=wanted: e.type == wanted, seen)
+                await _until(connection, _of_type(wanted), seen)
         second_done = [e for e in seen if e.type == "response.done"][1]
         session_id = next(e for e in seen if e.type == "session.created").session.id
     await _written(relay)
