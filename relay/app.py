@@ -334,13 +334,14 @@ def create_app(
         # The client's own credential stays here: the upstream handshake carries only the relay's key.
         await websocket.accept(subprotocol=subprotocol)
         session_id = protocol.new_id("rs_", 16)
-        tap = conversations.tap(session_id, identity, model, continued_from=continued)
+        defaults = runtime.session_defaults() or None
+        tap = conversations.tap(session_id, identity, model, continued_from=continued, defaults=defaults)
         state = SessionState(
             metrics=runtime.metrics,
             policy=policy,
             resampler_quality=config.resampler,
             bounds=bounds,
-            session_defaults=runtime.session_defaults() or None,
+            session_defaults=defaults,
             input_rate=rates.get("input_rate", protocol.API_RATE),
             output_rate=rates.get("output_rate", protocol.API_RATE),
             on_usage=lambda tokens: budget.spend(identity, tokens),
@@ -359,6 +360,9 @@ def create_app(
             metrics=runtime.metrics,
         )
         session.summary_extra = tap.summary_fields
+        session.renewal = conversations.renewal(tap)
+        if tap.rollover is not None:
+            state.swallow = tap.rollover.swallow
         tap.opened()
         runtime.add(session)
         session.log.info(

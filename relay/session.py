@@ -30,6 +30,7 @@ from relay.bounds import (
     payload_bytes,
 )
 from relay.client_outbox import ClientOutbox, close_reason
+from relay.conversations.renewal import RenewalFailed, UpstreamRenewal
 from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
@@ -87,6 +88,10 @@ class RelaySession:
         self._pending: deque[str] = deque()
         self._pending_ledger = PendingLedger(bounds.pending_events, bounds.pending_bytes)
         self._upstream_ready = asyncio.Event()
+        #: Set (and replaced) each time the upstream is replaced, for a send that met the old one closing.
+        self._upstream_replaced = asyncio.Event()
+        #: Roll-over to a new upstream (relay.conversations.renewal); None: the session ends with its upstream.
+        self.renewal: UpstreamRenewal | None = None
         self._pace = ClientPace(bounds.audio_ahead_seconds, 2 * bounds.max_message_bytes, time.monotonic)
         self._outbox = ClientOutbox(
             websocket, bounds, forward_latency=metrics.forward_to_client, on_overflow=self._client_too_slow
@@ -236,11 +241,39 @@ class RelaySession:
                 self._pending_ledger.add(nbytes)
                 return
             upstream = self._upstream
-        await upstream.send(text)
+        try:
+            await upstream.send(text)
+        except ConnectionClosed:
+            if self.renewal is None or self._end is not None:
+                raise
+            # The upstream went while this frame was on its way: it waits for the next upstream instead.
+            await self._upstream_replaced.wait()
+            await self._send_upstream(text)
+            return
+        if self.renewal is not None:
+            self.renewal.sent(text)
 
     # -- upstream → client -----------------------------------------------------------------------------------
 
     async def _upstream_pump(self) -> None:
+        renewing: str | None = None  # why the upstream is being replaced (None: the first one)
+        gap_started = 0.0
+        while True:
+            outcome = await self._one_upstream(renewing, gap_started)
+            if outcome is None:
+                return
+            # Replace the upstream: the client's frames wait (bounded) until the new one has the conversation.
+            renewing, gap_started = outcome, time.monotonic()
+            self._upstream = None
+            self._upstream_ready.clear()
+            self._upstream_replaced.set()
+            self._upstream_replaced = asyncio.Event()
+            self.state.responses_in_progress.clear()
+            assert self.renewal is not None
+            await asyncio.sleep(self.renewal.rollover.next_delay())
+
+    async def _one_upstream(self, renewing: str | None, gap_started: float) -> str | None:
+        """Relay over one upstream socket; return why it must be replaced, or None when the session ends."""
         connect_started = time.perf_counter()
         try:
             upstream = self._opened = await open_upstream(
@@ -248,18 +281,38 @@ class RelaySession:
             )
         except UpstreamFailure as failure:
             self.log.warning("upstream_connect_failed", reason=failure.reason, code=failure.code)
+            if (
+                renewing is not None
+                and self.renewal is not None
+                and self.renewal.rollover.may_retry(failure.code)
+            ):
+                return renewing
             self._end_with_error(failure.code, failure.message, failure.close_code, "upstream_failed")
-            return
+            return None
         self._metrics.upstream_connect.observe(time.perf_counter() - connect_started)
         self.log.info("upstream_connected", seconds=round(time.perf_counter() - connect_started, 4))
+        watch: asyncio.Task[None] | None = None
         try:
-            for text in self.state.opening_events():
-                await upstream.send(text)
+            if renewing is None:
+                for text in self.state.opening_events():
+                    await upstream.send(text)
+            else:
+                assert self.renewal is not None
+                try:
+                    self._outbox.put(await self.renewal.take_over(upstream, renewing, gap_started))
+                except RenewalFailed as failed:
+                    self.log.warning("upstream_renewal_failed", problem=str(failed))
+                    if self.renewal.rollover.may_retry():
+                        return renewing
+                    self._lost()
+                    return None
             while self._pending:
                 await upstream.send(self._pending.popleft())
             # No await between the last pending frame and this: the client pump now sends directly, in order.
             self._upstream = upstream
             self._upstream_ready.set()
+            if self.renewal is not None and self.renewal.rollover.age_seconds > 0:
+                watch = asyncio.create_task(self._renew_when_due(upstream), name=f"{self.session_id}-renewal")
             outbox = self._outbox
             async for message in upstream:
                 received = time.perf_counter()
@@ -282,18 +335,48 @@ class RelaySession:
                     await upstream.send(out)
                 if actions.close is not None:
                     self._set_end("limit", *actions.close)
-                    return
+                    return None
                 if self._client_left and not self.state.responses_in_progress:
-                    return
+                    return None
             # Iteration ends only on a clean close from the upstream.
+            renew = self.renewal.reason_after_close() if self.renewal is not None else None
+            if renew is not None:
+                return renew
             self._upstream_closed(upstream.close_code, upstream.close_reason)
+            return None
         except ConnectionClosed as closed:
+            renew = self.renewal.reason_after_close() if self.renewal is not None else None
+            if renew is not None:
+                return renew
             if closed.rcvd is not None and _passes_through(closed.rcvd.code):
                 self._upstream_closed(closed.rcvd.code, closed.rcvd.reason)
-                return
-            lost = lost_connection(self._url)
+                return None
             self.log.warning("upstream_lost", code=closed.rcvd.code if closed.rcvd else None)
-            self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
+            if self.renewal is not None and self.renewal.rollover.may_retry() and not self._client_left:
+                return "dropped"
+            self._lost()
+            return None
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    def _lost(self) -> None:
+        lost = lost_connection(self._url)
+        self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
+
+    async def _renew_when_due(self, upstream: ClientConnection) -> None:
+        # Proactive roll-over: once the upstream is old enough, at the first moment between responses.
+        assert self.renewal is not None
+        rollover = self.renewal.rollover
+        await asyncio.sleep(rollover.seconds_until_due())
+        # Polled: "between responses and outside speech" is a state of SessionState that no event announces.
+        while not rollover.due(len(self.state.responses_in_progress)):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        self.renewal.requested = True
+        # Frames from now on wait for the new upstream; closing the old one ends the pump's reading cleanly.
+        self._upstream = None
+        self._upstream_ready.clear()
+        await upstream.close()
 
     def _upstream_closed(self, code: int | None, reason: str | None) -> None:
         if code is None or not _passes_through(code):

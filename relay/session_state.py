@@ -131,6 +131,8 @@ class SessionState:
         seed: list[str] | None = None,
     ) -> None:
         self.observer = observer
+        #: Decides which upstream events the client must not see (relay.conversations.rollover).
+        self.swallow: Callable[[dict[str, Any]], bool] | None = None
         #: Frames sent upstream right after the defaults, before any client frame (a continued conversation).
         self._seed = seed or []
         self._metrics = metrics
@@ -517,6 +519,8 @@ class SessionState:
             self._upstream_fault(actions, "unparsable", f"not a JSON event object ({type(exc).__name__})")
             return actions
         self._metrics.count_upstream_event(event_type)
+        if self.swallow is not None and self.swallow(event):
+            return actions  # the relay's own business (an expiry it rolls over): the client does not see it
         spent = self.observer.from_upstream(event) if self.observer is not None else None
         handler = _UPSTREAM_HANDLERS.get(event_type)
         if handler is None:

@@ -4,6 +4,7 @@ daily money budget, and a `ConversationTap` for each session."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -12,6 +13,8 @@ from relay.conversations.budget import CostBudget
 from relay.conversations.items import Item
 from relay.conversations.metrics import HistoryMetrics
 from relay.conversations.record import ConversationRecord
+from relay.conversations.renewal import UpstreamRenewal
+from relay.conversations.rollover import Rollover
 from relay.conversations.store import ConversationStore, database_url, shown_url
 from relay.conversations.tap import ConversationTap
 from relay.conversations.writer import HistoryWriter
@@ -66,13 +69,34 @@ class Conversations:
             await self.store.close()
 
     def tap(
-        self, conversation_id: str, identity: str, model: str, *, continued_from: str | None = None
+        self,
+        conversation_id: str,
+        identity: str,
+        model: str,
+        *,
+        continued_from: str | None = None,
+        defaults: dict[str, Any] | None = None,
     ) -> ConversationTap:
-        """The record and tap of a new session's conversation."""
+        """The record and tap of a new session's conversation (with its roll-over unless that is off)."""
         record = ConversationRecord(
             conversation_id, identity, self.config.prices, model=model, continued_from=continued_from
         )
-        return ConversationTap(record, writer=self.writer, metrics=self.metrics, budget=self.budget)
+        rollover = None
+        if self.config.rollover_seconds > 0 or self.config.rollover_retries > 0:
+            rollover = Rollover(
+                age_seconds=self.config.rollover_seconds,
+                retries=self.config.rollover_retries,
+                defaults=defaults,
+            )
+        return ConversationTap(
+            record, writer=self.writer, metrics=self.metrics, budget=self.budget, rollover=rollover
+        )
+
+    def renewal(self, tap: ConversationTap) -> UpstreamRenewal | None:
+        """The roll-over of a tap's session (None when roll-over is off)."""
+        if tap.rollover is None:
+            return None
+        return UpstreamRenewal(tap.rollover, tap.record.text_items, self.metrics)
 
     async def items_to_continue(self, identity: str, conversation_id: str) -> list[Item] | None:
         """The text items of one of `identity`'s saved conversations (None: none such, or history is off)."""

@@ -15,6 +15,7 @@ from relay.conversations.budget import CostBudget
 from relay.conversations.metrics import HistoryMetrics
 from relay.conversations.pricing import rounded
 from relay.conversations.record import ConversationRecord, Write
+from relay.conversations.rollover import Rollover
 from relay.conversations.writer import HistoryWriter
 
 _log = structlog.get_logger("relay.history")
@@ -30,8 +31,10 @@ class ConversationTap:
         writer: HistoryWriter | None,
         metrics: HistoryMetrics,
         budget: CostBudget,
+        rollover: Rollover | None = None,
     ) -> None:
         self.record = record
+        self.rollover = rollover
         self._writer = writer
         self._metrics = metrics
         self._budget = budget
@@ -53,6 +56,8 @@ class ConversationTap:
     def from_client(self, event: dict[str, Any]) -> None:
         """A client event the relay forwards."""
         try:
+            if self.rollover is not None:
+                self.rollover.from_client(event)
             self._put(self.record.from_client(event))
         except Exception as exc:  # a record bug must never cost the session a frame
             self._fault(exc)
