@@ -114,7 +114,7 @@ async def test_a_conversations_cost_reaches_the_metric_and_the_summary_line(
     async with opened(relay.ws_url, additional_headers=bearer(TOKEN)) as ws:
         await next_event(ws)
         await ask_for_a_text_reply(ws)
-        seen = []
+        seen: list[dict[str, Any]] = []
         while not seen or seen[-1]["type"] != "response.done":
             seen.append(await next_event(ws))
     usage = seen[-1]["response"]["usage"]
