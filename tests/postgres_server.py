@@ -12,8 +12,9 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness import free_port
@@ -44,9 +45,17 @@ def _as_user() -> tuple[list[str], str | None]:
     raise RuntimeError("running as root without a postgres or nobody user to run PostgreSQL as")
 
 
+@dataclass
+class PostgresServer:
+    """A running server: the URL of its `postgres` database, and a way to stop it early (a database gone)."""
+
+    url: str
+    stop: Callable[[], None]
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Run PostgreSQL until the block ends; yields a postgresql:// URL of an empty database."""
+def postgres_server() -> Iterator[PostgresServer]:
+    """Run PostgreSQL until the block ends (or `stop()`)."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
@@ -85,14 +94,19 @@ def postgres_server() -> Iterator[str]:
         [*prefix, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "-t", "60", "start"],
         **quiet,  # type: ignore[call-overload]
     )
+
+    def stop() -> None:
+        if data.exists():
+            subprocess.run(
+                [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=False,
+            )
+
     try:
-        yield f"postgresql://relay:{password}@127.0.0.1:{port}/postgres"
+        yield PostgresServer(f"postgresql://relay:{password}@127.0.0.1:{port}/postgres", stop)
     finally:
-        subprocess.run(
-            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-            check=False,
-        )
+        stop()
         shutil.rmtree(root, ignore_errors=True)

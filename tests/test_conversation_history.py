@@ -28,8 +28,8 @@ TRANSCRIBED = "conversation.item.input_audio_transcription.completed"
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """One PostgreSQL server for this module's tests."""
-    with postgres_server() as url:
-        yield url
+    with postgres_server() as server:
+        yield server.url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,13 +43,14 @@ async def history_relay(
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres_url")
         # A fresh database per test keeps the tests apart on the shared server.
-        settings["history_database_url"] = await _fresh_database(
+        settings["history_database_url"] = await fresh_database(
             url, f"t{abs(hash(request.node.nodeid)) % 10**9}"
         )
     yield await relay_factory(**settings)
 
 
-async def _fresh_database(url: str, name: str) -> str:
+async def fresh_database(url: str, name: str) -> str:
+    """A new empty database on the server of `url`; its URL."""
     import asyncpg  # type: ignore[import-untyped]
 
     connection = await asyncpg.connect(url)
@@ -97,7 +98,7 @@ async def _written(relay: ProxiedRelay[InProcessRelay]) -> None:
 
 
 async def spoken_conversation(
-    relay: ProxiedRelay[InProcessRelay], fake: FakeRealtimeServer
+    relay: ProxiedRelay[InProcessRelay], fake: FakeRealtimeServer, *, flush: bool = True
 ) -> dict[str, Any]:
     """Two spoken turns, the second cut by the user after 30 ms of its audio; what the client saw."""
     # The transcript arrives after the reply is done, as the API's asynchronous transcription can.
@@ -121,7 +122,8 @@ async def spoken_conversation(
                 await _until(connection, _of_type(wanted), seen)
         second_done = [e for e in seen if e.type == "response.done"][1]
         session_id = next(e for e in seen if e.type == "session.created").session.id
-    await _written(relay)
+    if flush:
+        await _written(relay)
     return {
         "seen": seen,
         "first_done": first_done,
