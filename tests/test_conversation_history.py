@@ -203,3 +203,59 @@ async def test_one_identity_never_sees_anothers_history(
     # Alice's own deletion works, and then the conversation is gone.
     assert (await _history(history_relay, ALICE, f"/{mine['id']}", "DELETE")).status_code == 204
     assert (await _history(history_relay, ALICE, f"/{mine['id']}")).status_code == 404
+
+
+async def _typed_turn(connection: Any, words: str, seen: list[Any]) -> None:
+    await connection.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": words}]}
+    )
+    await connection.response.create()
+    count = sum(e.type == "response.done" for e in seen) + 1
+    while sum(e.type == "response.done" for e in seen) < count:
+        seen.append(await connection.recv())
+
+
+async def test_a_conversation_continues_as_a_new_session_seeded_with_its_text(
+    history_relay: ProxiedRelay[InProcessRelay], fake_upstream: FakeRealtimeServer
+) -> None:
+    client = AsyncOpenAI(api_key=ALICE, base_url=f"{history_relay.base_url}/v1")
+    seen: list[Any] = []
+    async with client.realtime.connect(model="gpt-realtime") as connection:
+        await _typed_turn(connection, "Remember the number forty-two.", seen)
+    await _written(history_relay)
+    (old,) = (await _history(history_relay, ALICE)).json()["conversations"]
+    before = (await _history(history_relay, ALICE, f"/{old['id']}")).json()["items"]
+    assert [i["role"] for i in before] == ["user", "assistant"]
+
+    await fake_upstream.wait_for_connection()
+    seen = []
+    async with client.realtime.connect(
+        model="gpt-realtime", extra_query={"continue": old["id"]}
+    ) as connection:
+        await _typed_turn(connection, "Which number was it?", seen)
+    upstream = await fake_upstream.wait_for_connection()
+    await _written(history_relay)
+    # The old conversation's text items went up first, before the first response was asked for.
+    received = [e["type"] for e in upstream.received]
+    seeded = [e["item"] for e in upstream.received if e["type"] == "conversation.item.create"]
+    assert [(i["id"], i["content"][0]["text"]) for i in seeded[:2]] == [(i["id"], i["text"]) for i in before]
+    assert received.index("response.create") > max(
+        i
+        for i, e in enumerate(upstream.received)
+        if e["type"] == "conversation.item.create" and e["item"].get("id") == before[-1]["id"]
+    )
+    listed = (await _history(history_relay, ALICE)).json()["conversations"]
+    new = next(c for c in listed if c["id"] != old["id"])
+    assert new["continued_from"] == old["id"]
+    items = (await _history(history_relay, ALICE, f"/{new['id']}")).json()["items"]
+    assert [i["text"] for i in items[:2]] == [i["text"] for i in before]
+    assert items[-2]["text"] == "Which number was it?"
+
+    # Another identity cannot continue it: refused at the handshake, like a conversation that never existed.
+    bob = AsyncOpenAI(api_key=BOB, base_url=f"{history_relay.base_url}/v1")
+    with pytest.raises(Exception) as refused:
+        async with bob.realtime.connect(
+            model="gpt-realtime", extra_query={"continue": old["id"]}
+        ) as connection:
+            await connection.recv()
+    assert "404" in str(refused.value)
