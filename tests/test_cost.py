@@ -151,3 +151,21 @@ async def test_the_daily_money_budget_ends_the_session_then_refuses_at_the_door(
     async with opened(relay.ws_url, additional_headers=bearer(OTHER_TOKEN)) as other:
         assert (await next_event(other))["type"] == "session.created"
     assert rejections(relay, "cost_budget") == 1
+
+
+def test_the_cost_counter_has_an_identity_label_only_when_that_label_is_on() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from relay.conversations.metrics import HistoryMetrics
+
+    for label_on in (False, True):
+        registry = CollectorRegistry()
+        metrics = HistoryMetrics(registry, ("gpt-realtime",), identity_label=label_on)
+        metrics.spend("gpt-realtime", "token:abc", Decimal("0.25"))
+        metrics.spend("not-offered", "token:abc", Decimal("0.5"))
+        assert registry.get_sample_value("relay_cost_dollars_total", {"model": "gpt-realtime"}) == 0.25
+        assert registry.get_sample_value("relay_cost_dollars_total", {"model": "other"}) == 0.5
+        by_identity = registry.get_sample_value(
+            "relay_identity_cost_dollars_total", {"identity": "token:abc"}
+        )
+        assert by_identity == (0.75 if label_on else None)

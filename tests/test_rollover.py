@@ -183,3 +183,23 @@ async def test_without_the_speak_on_item_the_model_drifts_to_text(fake_upstream:
     assert "response.output_audio.delta" not in answers[False]
     assert "response.output_text.done" in answers[False]
     assert "response.output_audio.delta" in answers[True]
+
+
+async def test_a_refused_key_on_the_new_upstream_is_not_retried(
+    relay_factory: Factory, fake_upstream: FakeRealtimeServer
+) -> None:
+    fake_upstream.options.session_seconds = 1.5
+    relay = await relay_factory(rollover_seconds="0", rollover_retries="3")
+    client = AsyncOpenAI(api_key="client-token", base_url=f"{relay.base_url}/v1")
+    seen: list[Any] = []
+    async with client.realtime.connect(model="gpt-realtime") as connection:
+        await _until(connection, "session.created", seen)
+        await fake_upstream.wait_for_connection()
+        fake_upstream.options.refuse_status = 401  # the next handshake is refused: the key no longer works
+        error = await _until(connection, "error", seen, timeout=10)
+    assert error.error.code == "relay_upstream_auth_failed"
+    refused = await fake_upstream.wait_for_connection()
+    assert refused.handshake_status == 401
+    await asyncio.sleep(1.5)  # longer than the first backoffs: no further attempt follows
+    assert len(fake_upstream.connections) == 2
+    assert NOTICE_TYPE not in [e.type for e in seen]
