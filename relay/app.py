@@ -297,7 +297,8 @@ def create_app(
             if items is None:
                 message = (
                     f"There is no saved conversation {continued[:70]!r} of yours to continue (or this relay does "
-                    "not save conversations); list yours with GET /api/conversations."
+                    "not save conversations, or its history database does not answer); list yours with "
+                    "GET /api/conversations."
                 )
                 await refuse(
                     websocket, door_request, Denial(404, "conversation_not_found", message, "history")

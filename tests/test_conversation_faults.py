@@ -117,3 +117,27 @@ async def test_a_locked_slow_or_gone_database_delays_no_frame_and_ends_no_sessio
     out = capsys.readouterr().out
     assert "history_write_failed" in out
     assert "relay-test-password" not in out  # the database password never reaches a log line
+
+
+async def test_a_database_unreachable_at_start_up_leaves_sessions_running(
+    relay_factory: Factory,
+    fake_upstream: FakeRealtimeServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.harness import free_port
+
+    url = f"postgresql://relay:not-shown-pw@127.0.0.1:{free_port()}/history"
+    relay = await relay_factory(
+        history="on", data_dir=str(tmp_path), access_tokens=f"{ALICE},{BOB}", history_database_url=url
+    )
+    talk = await spoken_conversation(relay, fake_upstream, flush=False)
+    assert [e.type for e in talk["seen"]].count("response.done") == 2
+    await _eventually(lambda: _writes(relay, "failed") > 0)
+    import httpx
+
+    async with httpx.AsyncClient(base_url=relay.base_url) as http:
+        listed = await http.get("/api/conversations", headers={"authorization": f"Bearer {ALICE}"})
+    assert listed.status_code == 503 and listed.json()["error"]["code"] == "history_unavailable"
+    out = capsys.readouterr().out
+    assert "history_unavailable" in out and "not-shown-pw" not in out

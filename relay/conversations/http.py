@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from relay.access import Admission, Denial, Door, mark_denied, request_from_scope
 from relay.conversations.service import Conversations
+from relay.conversations.writer import problem_of
 
 _log = structlog.get_logger("relay.history")
 #: Conversation ids are the relay's session ids; anything else is not looked up.
@@ -65,7 +66,17 @@ def history_routes(door: Door, conversations: Conversations) -> list[Route]:
                     "history_off",
                     "This relay does not save conversations (RELAY_HISTORY is off); the operator can turn it on.",
                 )
-            return await handler(request, verdict.identity)
+            try:
+                await conversations.store.ensure_schema()
+                return await handler(request, verdict.identity)
+            except Exception as exc:
+                _log.warning("history_read_failed", problem=problem_of(exc))
+                return _error(
+                    503,
+                    "history_unavailable",
+                    "The history database does not answer right now; try again in a minute. Sessions are not "
+                    "affected.",
+                )
 
         return endpoint
 

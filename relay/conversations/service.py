@@ -3,6 +3,7 @@ daily money budget, and a `ConversationTap` for each session."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ from relay.conversations.renewal import UpstreamRenewal
 from relay.conversations.rollover import Rollover
 from relay.conversations.store import ConversationStore, database_url, shown_url
 from relay.conversations.tap import ConversationTap
-from relay.conversations.writer import HistoryWriter
+from relay.conversations.writer import HistoryWriter, problem_of
 from relay.metrics import RelayMetrics
 
 _log = structlog.get_logger("relay.history")
+#: How long start-up waits for the history database before going on without it.
+OPEN_TIMEOUT_SECONDS = 10.0
 
 
 class Conversations:
@@ -49,17 +52,33 @@ class Conversations:
         return self.store is not None
 
     async def start(self) -> None:
-        """Open the database (migrating it) and start the writer. Raises when the database cannot be used."""
+        """Open the database (migrating it) and start the writer.
+
+        A database that cannot be reached does not stop the relay: sessions run, the failure is logged, and the
+        writer tries again with every batch (what it cannot write is counted).
+        """
         if self.store is None or self.writer is None:
             return
-        version = await self.store.open()
+        self.store.connect()
+        database = shown_url(self.store.url)
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_SECONDS):
+                version = await self.store.ensure_schema()
+        except Exception as exc:
+            _log.warning(
+                "history_unavailable",
+                database=database,
+                problem=problem_of(exc),
+                detail="Sessions run; conversations are saved once the database answers.",
+            )
+        else:
+            _log.info(
+                "history_opened",
+                database=database,
+                schema_version=version,
+                retention_days=self.config.history_retention_days,
+            )
         self.writer.start()
-        _log.info(
-            "history_opened",
-            database=shown_url(self.store.url),
-            schema_version=version,
-            retention_days=self.config.history_retention_days,
-        )
 
     async def stop(self) -> None:
         """Write what is queued, then close the database."""
@@ -102,4 +121,9 @@ class Conversations:
         """The text items of one of `identity`'s saved conversations (None: none such, or history is off)."""
         if self.store is None:
             return None
-        return await self.store.items_of(identity, conversation_id)
+        try:
+            await self.store.ensure_schema()
+            return await self.store.items_of(identity, conversation_id)
+        except Exception as exc:
+            _log.warning("history_read_failed", problem=problem_of(exc))
+            return None

@@ -46,6 +46,8 @@ class ConversationStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: AsyncEngine | None = None
+        #: The schema version once migrations ran (None: not yet, e.g. the database was unreachable so far).
+        self.version: int | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -55,7 +57,20 @@ class ConversationStore:
         return self._engine
 
     async def open(self) -> int:
-        """Connect and bring the schema up to date; return its version."""
+        """Create the engine and bring the schema up to date; return its version."""
+        self.connect()
+        return await self.ensure_schema()
+
+    async def ensure_schema(self) -> int:
+        """Run the migrations unless they already ran (raises while the database cannot be reached)."""
+        if self.version is None:
+            self.version = await migrate(self.engine)
+        return self.version
+
+    def connect(self) -> None:
+        """Create the engine (no connection is made until one is needed)."""
+        if self._engine is not None:
+            return
         parsed = make_url(self.url)
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
@@ -68,7 +83,6 @@ class ConversationStore:
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         self._engine = engine
-        return await migrate(engine)
 
     async def close(self) -> None:
         """Close every pooled connection."""

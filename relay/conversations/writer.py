@@ -118,12 +118,13 @@ class HistoryWriter:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                    await self.store.ensure_schema()
                     await self.store.apply(writes)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._metrics.writes.labels("failed").inc(len(writes))
-                _log.warning("history_write_failed", writes=len(writes), problem=_problem(exc))
+                _log.warning("history_write_failed", writes=len(writes), problem=problem_of(exc))
             else:
                 self._metrics.writes.labels("written").inc(len(writes))
                 self._metrics.write_seconds.observe(time.perf_counter() - started)
@@ -135,6 +136,7 @@ class HistoryWriter:
 
     async def sweep(self) -> int:
         """Delete conversations older than the retention; return how many went."""
+        await self.store.ensure_schema()
         gone = await self.store.delete_older_than(self._clock() - self._retention_seconds)
         if gone:
             _log.info("history_expired", conversations=len(gone))
@@ -149,12 +151,12 @@ class HistoryWriter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _log.warning("history_sweep_failed", problem=_problem(exc))
+                _log.warning("history_sweep_failed", problem=problem_of(exc))
             await asyncio.sleep(SWEEP_SECONDS)
 
 
-def _problem(exc: BaseException) -> str:
-    # Driver messages may quote a URL; only the exception's kind and first line are logged.
+def problem_of(exc: BaseException) -> str:
+    """An exception for a log line: its kind and first line (driver messages may go on to quote a URL)."""
     first = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {first}"[:200]
 
