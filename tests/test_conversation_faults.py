@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from relay.conversations.store import ConversationStore
 from relay.fake.server import FakeRealtimeServer
 from tests.conftest import ProxiedRelay
-from tests.harness import InProcessRelay
+from tests.harness import InProcessRelay, free_port
 from tests.postgres_server import postgres_server
 from tests.test_conversation_history import ALICE, BOB, fresh_database, spoken_conversation
 
@@ -125,8 +126,6 @@ async def test_a_database_unreachable_at_start_up_leaves_sessions_running(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.harness import free_port
-
     url = f"postgresql://relay:not-shown-pw@127.0.0.1:{free_port()}/history"
     relay = await relay_factory(
         history="on", data_dir=str(tmp_path), access_tokens=f"{ALICE},{BOB}", history_database_url=url
@@ -134,8 +133,6 @@ async def test_a_database_unreachable_at_start_up_leaves_sessions_running(
     talk = await spoken_conversation(relay, fake_upstream, flush=False)
     assert [e.type for e in talk["seen"]].count("response.done") == 2
     await _eventually(lambda: _writes(relay, "failed") > 0)
-    import httpx
-
     async with httpx.AsyncClient(base_url=relay.base_url) as http:
         listed = await http.get("/api/conversations", headers={"authorization": f"Bearer {ALICE}"})
     assert listed.status_code == 503 and listed.json()["error"]["code"] == "history_unavailable"
