@@ -362,6 +362,7 @@ def create_app(
         )
         session.summary_extra = tap.summary_fields
         session.renewal = conversations.renewal(tap)
+        session.recorder = tap.recorder
         if tap.rollover is not None:
             state.swallow = tap.rollover.swallow
         tap.opened()

@@ -363,6 +363,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Directory of the relay's own files (the SQLite history database).",
     ),
     Setting(
+        "record_audio",
+        "RELAY_RECORD_AUDIO",
+        _bool,
+        "false",
+        "With history on, also keep each conversation's audio as WAV files in RELAY_DATA_DIR/recordings (same "
+        "retention).",
+    ),
+    Setting(
         "history_database_url",
         "RELAY_HISTORY_DATABASE_URL",
         _str,
@@ -513,6 +521,7 @@ class Config:
     prices: PriceTable = field(default_factory=lambda: parse_prices(""))
     history: str = "auto"
     data_dir: str = "data"
+    record_audio: bool = False
     history_database_url: str = ""
     history_retention_days: float = 30.0
     history_queue: int = 10000

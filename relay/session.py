@@ -30,6 +30,7 @@ from relay.bounds import (
     payload_bytes,
 )
 from relay.client_outbox import ClientOutbox, close_reason
+from relay.conversations.recording import SessionRecorder
 from relay.conversations.renewal import RenewalFailed, UpstreamRenewal
 from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
@@ -92,6 +93,8 @@ class RelaySession:
         self._upstream_replaced = asyncio.Event()
         #: Roll-over to a new upstream (relay.conversations.renewal); None: the session ends with its upstream.
         self.renewal: UpstreamRenewal | None = None
+        #: Audio recording (relay.conversations.recording), only when the operator turned it on.
+        self.recorder: SessionRecorder | None = None
         self._pace = ClientPace(bounds.audio_ahead_seconds, 2 * bounds.max_message_bytes, time.monotonic)
         self._outbox = ClientOutbox(
             websocket, bounds, forward_latency=metrics.forward_to_client, on_overflow=self._client_too_slow
@@ -250,8 +253,14 @@ class RelaySession:
             await self._upstream_replaced.wait()
             await self._send_upstream(text)
             return
+        self._sent(text)
+
+    def _sent(self, text: str) -> None:
+        # A client frame reached the upstream: roll-over keeps uncommitted audio, recording keeps the user's audio.
         if self.renewal is not None:
             self.renewal.sent(text)
+        if self.recorder is not None:
+            self.recorder.to_upstream(text)
 
     # -- upstream → client -----------------------------------------------------------------------------------
 
@@ -307,15 +316,20 @@ class RelaySession:
                     self._lost()
                     return None
             while self._pending:
-                await upstream.send(self._pending.popleft())
+                held = self._pending.popleft()
+                await upstream.send(held)
+                self._sent(held)
             # No await between the last pending frame and this: the client pump now sends directly, in order.
             self._upstream = upstream
             self._upstream_ready.set()
             if self.renewal is not None and self.renewal.rollover.age_seconds > 0:
                 watch = asyncio.create_task(self._renew_when_due(upstream), name=f"{self.session_id}-renewal")
             outbox = self._outbox
+            recorder = self.recorder
             async for message in upstream:
                 received = time.perf_counter()
+                if recorder is not None:
+                    recorder.from_upstream(message)
                 if isinstance(message, bytes):
                     message = message.decode("utf-8", errors="replace")
                 actions = self.state.from_upstream_text(message)

@@ -157,7 +157,7 @@ async def test_retention_and_deletion_per_identity(tmp_path: Path) -> None:
             )
         assert set(await store.delete_older_than(1000.0)) == {"rs_old", "rs_bob"}
         assert [c["id"] for c in await store.list_conversations("alice")] == ["rs_new"]
-        assert await store.delete_identity("alice") == 1
+        assert await store.delete_identity("alice") == ["rs_new"]
         assert await store.count("alice") == 0
     finally:
         await store.close()

@@ -107,14 +107,18 @@ def history_routes(door: Door, conversations: Conversations) -> list[Route]:
             identity, conversation_id
         ):
             return _not_found(conversation_id)
+        if conversations.recordings is not None:
+            conversations.recordings.delete([conversation_id])
         _log.info("conversation_deleted", conversation_id=conversation_id)
         return Response(status_code=204)
 
     async def delete_all(request: Request, identity: str) -> Response:
         assert conversations.store is not None
-        count = await conversations.store.delete_identity(identity)
-        _log.info("conversations_deleted", conversations=count)
-        return JSONResponse({"deleted": count})
+        gone = await conversations.store.delete_identity(identity)
+        if conversations.recordings is not None:
+            conversations.recordings.delete(gone)
+        _log.info("conversations_deleted", conversations=len(gone))
+        return JSONResponse({"deleted": len(gone)})
 
     return [
         Route("/api/conversations", guarded(list_all, changes=False), methods=["GET"]),

@@ -14,6 +14,7 @@ from relay.conversations.budget import CostBudget
 from relay.conversations.items import Item
 from relay.conversations.metrics import HistoryMetrics
 from relay.conversations.record import ConversationRecord
+from relay.conversations.recording import Recordings
 from relay.conversations.renewal import UpstreamRenewal
 from relay.conversations.rollover import Rollover
 from relay.conversations.store import ConversationStore, database_url, shown_url
@@ -37,13 +38,21 @@ class Conversations:
         self.budget = CostBudget(config.daily_cost_budget)
         self.store: ConversationStore | None = None
         self.writer: HistoryWriter | None = None
+        self.recordings: Recordings | None = None
         if config.history_on:
             self.store = ConversationStore(database_url(config.history_database_url, Path(config.data_dir)))
+            if config.record_audio:
+                self.recordings = Recordings(Path(config.data_dir) / "recordings")
             self.writer = HistoryWriter(
                 self.store,
                 self.metrics,
                 queue_size=config.history_queue,
                 retention_days=config.history_retention_days,
+                on_expired=self.recordings.delete if self.recordings is not None else None,
+            )
+        elif config.record_audio:
+            _log.warning(
+                "recording_off", detail="RELAY_RECORD_AUDIO needs RELAY_HISTORY on; no audio is kept."
             )
 
     @property
@@ -86,6 +95,8 @@ class Conversations:
             await self.writer.stop()
         if self.store is not None:
             await self.store.close()
+        if self.recordings is not None:
+            await asyncio.to_thread(self.recordings.stop)
 
     def tap(
         self,
@@ -108,7 +119,12 @@ class Conversations:
                 defaults=defaults,
             )
         return ConversationTap(
-            record, writer=self.writer, metrics=self.metrics, budget=self.budget, rollover=rollover
+            record,
+            writer=self.writer,
+            metrics=self.metrics,
+            budget=self.budget,
+            rollover=rollover,
+            recorder=self.recordings.recorder(conversation_id) if self.recordings is not None else None,
         )
 
     def renewal(self, tap: ConversationTap) -> UpstreamRenewal | None:

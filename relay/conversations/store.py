@@ -220,15 +220,19 @@ class ConversationStore:
                 )
         return bool(result.rowcount)
 
-    async def delete_identity(self, identity: str) -> int:
-        """Delete everything kept for `identity`; return how many conversations went."""
+    async def delete_identity(self, identity: str) -> list[str]:
+        """Delete everything kept for `identity`; return the ids of the conversations that went."""
         async with self.engine.begin() as connection:
-            result = await connection.execute(
-                delete(conversations).where(conversations.c.identity == identity)
-            )
+            gone = [
+                row[0]
+                for row in await connection.execute(
+                    select(conversations.c.id).where(conversations.c.identity == identity)
+                )
+            ]
+            await connection.execute(delete(conversations).where(conversations.c.identity == identity))
             for table in (items, usage):
                 await connection.execute(delete(table).where(table.c.identity == identity))
-        return int(result.rowcount or 0)
+        return gone
 
     async def delete_older_than(self, cutoff: float) -> list[str]:
         """Delete conversations last updated before `cutoff` (unix time); return their ids."""

@@ -15,6 +15,7 @@ from relay.conversations.budget import CostBudget
 from relay.conversations.metrics import HistoryMetrics
 from relay.conversations.pricing import rounded
 from relay.conversations.record import ConversationRecord, Write
+from relay.conversations.recording import SessionRecorder
 from relay.conversations.rollover import Rollover
 from relay.conversations.writer import HistoryWriter
 
@@ -32,9 +33,12 @@ class ConversationTap:
         metrics: HistoryMetrics,
         budget: CostBudget,
         rollover: Rollover | None = None,
+        recorder: SessionRecorder | None = None,
     ) -> None:
         self.record = record
         self.rollover = rollover
+        #: Picks the session's audio out of its frames when recording is on (RelaySession calls it).
+        self.recorder = recorder
         self._writer = writer
         self._metrics = metrics
         self._budget = budget
@@ -50,8 +54,10 @@ class ConversationTap:
         self._put([self.record.summary()])
 
     def closed(self) -> None:
-        """The session ended: its summary row gets the final duration and cost."""
+        """The session ended: its summary row gets the final duration and cost, its recording is finished."""
         self._put([self.record.summary()])
+        if self.recorder is not None:
+            self.recorder.close()
 
     def from_client(self, event: dict[str, Any]) -> None:
         """A client event the relay forwards."""
