@@ -165,3 +165,36 @@ async def test_retention_and_deletion_per_identity(tmp_path: Path) -> None:
     again = ConversationStore(database_url("", tmp_path))
     assert await again.open() == 1
     await again.close()
+
+
+async def test_the_retention_sweep_removes_expired_conversations_and_their_recordings(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from relay.conversations.metrics import HistoryMetrics
+    from relay.conversations.recording import Recordings
+    from relay.conversations.writer import HistoryWriter
+
+    store = ConversationStore(database_url("", tmp_path))
+    await store.open()
+    recordings = Recordings(tmp_path / "recordings")
+    for name in ("rs_old", "rs_new"):
+        (tmp_path / "recordings" / name).mkdir(parents=True)
+    now = 10 * 86400.0
+    writer = HistoryWriter(
+        store,
+        HistoryMetrics(CollectorRegistry(), (), identity_label=False),
+        queue_size=10,
+        retention_days=3,
+        on_expired=recordings.delete,
+        clock=lambda: now,
+    )
+    try:
+        for name, when in (("rs_old", now - 4 * 86400), ("rs_new", now - 2 * 86400)):
+            await store.apply([ConversationWrite(name, "alice", when, when, None, "", Decimal(0))])
+        assert await writer.sweep() == 1
+        assert [c["id"] for c in await store.list_conversations("alice")] == ["rs_new"]
+        assert not (tmp_path / "recordings" / "rs_old").exists()
+        assert (tmp_path / "recordings" / "rs_new").exists()
+    finally:
+        recordings.stop()
+        await store.close()
