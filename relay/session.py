@@ -275,6 +275,8 @@ class RelaySession:
             renewing, gap_started = outcome, time.monotonic()
             self._upstream = None
             self._upstream_ready.clear()
+            # What was held for the last upstream went out: the hold for the next one starts empty.
+            self._pending_ledger.events = self._pending_ledger.bytes = 0
             self._upstream_replaced.set()
             self._upstream_replaced = asyncio.Event()
             self.state.responses_in_progress.clear()
