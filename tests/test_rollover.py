@@ -75,6 +75,7 @@ def _assert_context_kept(
     assert "error" not in types, [e for e in seen if e.type == "error"]
     (notice,) = [e for e in seen if e.type == NOTICE_TYPE]
     assert notice.reason == reason
+    assert 0 < notice.gap_ms < 3000  # a short gap: connect, replay, answers (plus 0.2 s backoff after a drop)
     # The new upstream got the first turn as text: the user's transcript, the assistant's spoken words.
     transcript = next(e.transcript for e in seen if e.type == TRANSCRIBED).strip()
     said = next(e.transcript for e in seen if e.type == "response.output_audio_transcript.done")
