@@ -281,7 +281,7 @@ class RelaySession:
             self._upstream_replaced = asyncio.Event()
             self.state.responses_in_progress.clear()
             assert self.renewal is not None
-            await asyncio.sleep(self.renewal.rollover.next_delay())
+            await asyncio.sleep(self.renewal.rollover.next_delay(renewing))
 
     async def _one_upstream(self, renewing: str | None, gap_started: float) -> str | None:
         """Relay over one upstream socket; return why it must be replaced, or None when the session ends."""

@@ -48,11 +48,14 @@ def test_retries_back_off_and_only_transient_failures_are_retried() -> None:
     assert rollover.may_retry("relay_upstream_unavailable") and rollover.may_retry("relay_upstream_timeout")
     assert not rollover.may_retry("relay_upstream_auth_failed")
     assert not rollover.may_retry("relay_upstream_rate_limited")
-    delays = [rollover.next_delay() for _ in range(3)]
+    delays = [rollover.next_delay("dropped") for _ in range(3)]
     assert delays == list(BACKOFF_SECONDS[:3])
     assert not rollover.may_retry()
     rollover.swallow({"type": "response.done", "response": {}})  # a useful upstream earns fresh attempts
     assert rollover.may_retry()
+    # A planned roll-over or an expiry starts at once; a second attempt backs off.
+    planned = _rollover([0.0])
+    assert [planned.next_delay("age"), planned.next_delay("age")] == [0.0, BACKOFF_SECONDS[1]]
 
 
 def test_the_replay_carries_the_configuration_the_text_and_the_uncommitted_audio() -> None:

@@ -171,11 +171,13 @@ class Rollover:
             return False
         return failure_code is None or failure_code in RETRYABLE_FAILURES
 
-    def next_delay(self) -> float:
-        """The backoff before the next attempt (counts the attempt)."""
+    def next_delay(self, reason: str) -> float:
+        """The backoff before the next attempt (counts the attempt): none for the first attempt of a planned
+        roll-over or after an expiry, which are no sign of trouble."""
+        first = self.attempts == 0
         delay = BACKOFF_SECONDS[min(self.attempts, len(BACKOFF_SECONDS) - 1)]
         self.attempts += 1
-        return delay if self.attempts > 1 or not self.expired else 0.0
+        return 0.0 if first and reason in ("age", "expired") else delay
 
     def renewed(self) -> None:
         """A new upstream took over: its age counts from now. Its retries start afresh only once it answered a
