@@ -64,7 +64,11 @@ LABEL org.opencontainers.image.title="realtime-relay" \
 # A fixed numeric id lets Kubernetes verify runAsNonRoot without reading /etc/passwd.
 RUN groupadd --system --gid 10001 relay \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin relay
+        --shell /usr/sbin/nologin relay \
+    && mkdir /data && chown 10001:10001 /data
+
+# Saved conversations (SQLite) live here: mount a volume to keep them across containers.
+VOLUME /data
 
 # Owned by root and not writable by the relay user: the running process cannot modify its own code.
 COPY --from=builder /app/.venv /app/.venv
@@ -75,6 +79,7 @@ COPY --from=builder /app/.venv /app/.venv
 ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    RELAY_DATA_DIR=/data \
     RELAY_HOST=0.0.0.0 \
     RELAY_PORT=8080 \
     RELAY_METRICS_HOST=0.0.0.0 \

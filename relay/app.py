@@ -36,6 +36,9 @@ from relay.access import (
 from relay.auth import COOKIE_NAME, LoginCookies, TokenSet
 from relay.bounds import END_GRACE_SECONDS, SessionBounds
 from relay.config import Config
+from relay.conversations.http import history_routes
+from relay.conversations.replay import item_create_events
+from relay.conversations.service import Conversations
 from relay.limits import SessionTimers
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
@@ -70,6 +73,7 @@ class Runtime:
     sessions: set[RelaySession] = field(default_factory=set)
     draining: bool = False
     sessions_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    conversations: Conversations | None = None
 
     def add(self, session: RelaySession) -> None:
         """Count `session` as open."""
@@ -169,6 +173,7 @@ def create_app(
         config.cookie_secret or secrets.token_bytes(32), config.login_ttl_seconds, revoked=shared.revoked
     )
     door = Door(config, TokenSet.from_config(config), cookies, shared.limiter, simulated=simulated)
+    conversations = runtime.conversations = Conversations(config, runtime.metrics)
     logging.getLogger("uvicorn.error").addFilter(DENIAL_LOG_FILTER)
 
     def refused(request: DoorRequest, denial: Denial, where: str) -> None:
@@ -214,6 +219,7 @@ def create_app(
                     "locked_fields": list(config.locked_fields),
                 },
                 "audio": {"input_rates": [8000, 192000]},
+                "history": conversations.saving,
             }
         )
 
@@ -311,17 +317,51 @@ def create_app(
         if isinstance(query, Denial):
             await refuse(websocket, door_request, query)
             return
+        continued = websocket.query_params.get("continue")
+        seed: list[str] = []
+        if continued is not None:
+            items = await conversations.items_to_continue(identity, continued)
+            if items is None:
+                message = (
+                    f"There is no saved conversation {continued[:70]!r} of yours to continue (or this relay does "
+                    "not save conversations, or its history database does not answer); list yours with "
+                    "GET /api/conversations."
+                )
+                await refuse(
+                    websocket, door_request, Denial(404, "conversation_not_found", message, "history")
+                )
+                return
+            seed = [protocol.dumps(event) for event in item_create_events(items)]
+        limited = conversations.budget.denial(identity)
+        if limited is not None:
+            await refuse(websocket, door_request, limited)
+            return
         lease = await shared.open_session(identity)
         if isinstance(lease, Denial):
             await refuse(websocket, door_request, lease)
             return
         try:
-            await run_session(websocket, identity, admission.subprotocol, query.model, query.rates)
+            await run_session(
+                websocket,
+                identity,
+                admission.subprotocol,
+                query.model,
+                query.rates,
+                seed=seed,
+                continued=continued,
+            )
         finally:
             await shared.close_session(lease)
 
     async def run_session(
-        websocket: WebSocket, identity: str, subprotocol: str | None, model: str, rates: dict[str, int]
+        websocket: WebSocket,
+        identity: str,
+        subprotocol: str | None,
+        model: str,
+        rates: dict[str, int],
+        *,
+        seed: list[str],
+        continued: str | None,
     ) -> None:
         # The client's own credential stays here: the upstream handshake carries only the relay's key.
         session_id = protocol.new_id("rs_", 16)
@@ -329,6 +369,9 @@ def create_app(
         defaults = runtime.session_defaults()
         if tools is not None:
             defaults["tools"] = tools.calls.definitions
+        tap = conversations.tap(
+            session_id, identity, model, continued_from=continued, defaults=defaults or None
+        )
         state = SessionState(
             metrics=runtime.metrics,
             policy=policy,
@@ -339,6 +382,8 @@ def create_app(
             output_rate=rates.get("output_rate", protocol.API_RATE),
             on_usage=lambda tokens: shared.spend(identity, tokens),
             tools=tools.calls if tools is not None else None,
+            observer=tap,
+            seed=seed,
         )
         session = RelaySession(
             websocket,
@@ -353,6 +398,12 @@ def create_app(
             subprotocol=subprotocol,
             tool_runner=tools.runner if tools is not None else None,
         )
+        session.summary_extra = tap.summary_fields
+        session.renewal = conversations.renewal(tap)
+        session.recorder = tap.recorder
+        if tap.rollover is not None:
+            state.swallow = tap.rollover.swallow
+        tap.opened()
         runtime.add(session)
         session.log.info(
             "session_opened", model=model, input_rate=state.input_rate, output_rate=state.output_rate
@@ -365,17 +416,20 @@ def create_app(
             await session.run()
         finally:
             watchdog.cancel()
+            tap.closed()
             runtime.discard(session)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await shared.start()
         await runtime.tools.start()  # bounded; a server that cannot be used stops the start-up, naming it
+        await conversations.start()
         try:
             yield
             if runtime.sessions:
                 await runtime.drain(0)
         finally:
+            await conversations.stop()
             await runtime.tools.close()
             await shared.aclose()
 
@@ -387,6 +441,7 @@ def create_app(
             Route("/auth/login", login, methods=["POST"]),
             Route("/auth/logout", logout, methods=["POST"]),
             WebSocketRoute("/v1/realtime", realtime),
+            *history_routes(door, conversations),
             Route("/", home),
             Route("/index.html", home),
             Mount("/", StaticFiles(directory=web_root(), html=True), name="web"),
@@ -405,4 +460,5 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.shared = shared
+    app.state.conversations = conversations
     return app

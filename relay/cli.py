@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--garbage-after-events", type=int, default=None, help="send malformed JSON after N events"
     )
+    fake.add_argument(
+        "--drop-at-event",
+        default=None,
+        metavar="TYPE[:N]",
+        help="drop the TCP connection right after the Nth event of TYPE (default N=1)",
+    )
     _fake_model_options(fake)
     fake.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
     bench = sub.add_parser("bench", help="run a benchmark and print its figures (resample, relay)")
@@ -298,6 +304,7 @@ def _run_fake_upstream(args: argparse.Namespace) -> int:
         "refuse_status",
         "handshake_delay",
         "drop_after_events",
+        "drop_at_event",
         "garbage_after_events",
         "first_audio_delay",
         "transcription_delay",

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.audio import RESAMPLER_QUALITIES
+from relay.conversations.pricing import PRICES_READ_ON, PriceTable, parse_prices
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful voice assistant. Always answer in the language the user speaks to you; "
@@ -116,6 +117,10 @@ def _redis_url(value: str) -> str:
     if value and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
         raise ValueError("expected a redis://, rediss:// or unix:// URL such as redis://redis:6379/0")
     return value
+
+
+def _prices(value: str) -> PriceTable:
+    return parse_prices(value)
 
 
 def _fields(value: str) -> tuple[str, ...]:
@@ -334,6 +339,81 @@ SETTINGS: tuple[Setting, ...] = (
         "transcription usage (0 = unlimited).",
     ),
     Setting(
+        "daily_cost_budget",
+        "RELAY_DAILY_COST_BUDGET",
+        _float_range(0, 10**9),
+        "0",
+        "Dollars per identity per UTC day, from usage priced by RELAY_PRICES; then the session ends like the "
+        "token budget's (0 = unlimited).",
+    ),
+    Setting(
+        "prices",
+        "RELAY_PRICES",
+        _prices,
+        "",
+        'JSON price overrides in dollars per million tokens, e.g. {"gpt-realtime": {"audio_out": 64}} '
+        "(default: OpenAI's prices as read on " + PRICES_READ_ON + ").",
+    ),
+    Setting(
+        "history",
+        "RELAY_HISTORY",
+        _choice("auto", "on", "off"),
+        "auto",
+        "Save conversations (auto: on with --demo, off otherwise).",
+    ),
+    Setting(
+        "data_dir",
+        "RELAY_DATA_DIR",
+        _str,
+        "data",
+        "Directory of the relay's own files (the SQLite history database).",
+    ),
+    Setting(
+        "record_audio",
+        "RELAY_RECORD_AUDIO",
+        _bool,
+        "false",
+        "With history on, also keep each conversation's audio as WAV files in RELAY_DATA_DIR/recordings (same "
+        "retention).",
+    ),
+    Setting(
+        "history_database_url",
+        "RELAY_HISTORY_DATABASE_URL",
+        _str,
+        "",
+        "Database for history, e.g. postgresql://user:pass@host/db (default: SQLite in RELAY_DATA_DIR).",
+        secret=True,
+    ),
+    Setting(
+        "history_retention_days",
+        "RELAY_HISTORY_RETENTION_DAYS",
+        _float_range(0, 36500),
+        "30",
+        "Days a saved conversation is kept after its last word (0 = forever).",
+    ),
+    Setting(
+        "history_queue",
+        "RELAY_HISTORY_QUEUE",
+        _int_range(10, 10**7),
+        "10000",
+        "History writes waiting for the database at most; beyond it writes are dropped and counted.",
+    ),
+    Setting(
+        "rollover_seconds",
+        "RELAY_ROLLOVER_SECONDS",
+        _int_range(0, 86400),
+        "3300",
+        "Upstream age at which the relay opens a new upstream between responses, before the API's 60-minute "
+        "cap (0 = never).",
+    ),
+    Setting(
+        "rollover_retries",
+        "RELAY_ROLLOVER_RETRIES",
+        _int_range(0, 100),
+        "3",
+        "New upstreams tried, with backoff, after an unexpected upstream drop (0 = end the session).",
+    ),
+    Setting(
         "resampler",
         "RELAY_RESAMPLER",
         _choice(*RESAMPLER_QUALITIES),
@@ -511,6 +591,16 @@ class Config:
     client_stall_seconds: float = 5.0
     heartbeat_seconds: float = 5.0
     daily_token_budget: int = 1_000_000
+    daily_cost_budget: float = 0.0
+    prices: PriceTable = field(default_factory=lambda: parse_prices(""))
+    history: str = "auto"
+    data_dir: str = "data"
+    record_audio: bool = False
+    history_database_url: str = ""
+    history_retention_days: float = 30.0
+    history_queue: int = 10000
+    rollover_seconds: int = 3300
+    rollover_retries: int = 3
     resampler: str = RESAMPLER_QUALITIES[0]
     upstream_connect_timeout: float = 10.0
     pending_events_limit: int = 1000
@@ -544,6 +634,11 @@ class Config:
             for s in SETTINGS
         }
         return f"Config({shown}, demo={self.demo})"
+
+    @property
+    def history_on(self) -> bool:
+        """Whether conversations are saved."""
+        return self.history == "on" or (self.history == "auto" and self.demo)
 
     @property
     def models(self) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import structlog
 from starlette.websockets import WebSocket
@@ -33,6 +33,8 @@ from relay.bounds import (
 )
 from relay.client_outbox import ClientOutbox, close_reason
 from relay.client_socket import taker
+from relay.conversations.recording import SessionRecorder
+from relay.conversations.renewal import RenewalFailed, UpstreamRenewal
 from relay.limits import SessionTimers
 from relay.message_link import MessageLink, MessageSocket
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
@@ -40,6 +42,7 @@ from relay.protocol import CloseCode
 from relay.session_state import Actions, SessionState
 from relay.tools.runner import ToolRunner
 from relay.upstream import UPSTREAM_MAX_MESSAGE_BYTES, UpstreamFailure, lost_connection, open_upstream
+from relay.wire.awaitable import AwaitableLink
 from relay.wire.dial import Dialled, take_over
 from relay.wire.frames import OP_TEXT
 from relay.wire.link import ABNORMAL_CLOSURE, NO_STATUS, FrameLink
@@ -145,6 +148,13 @@ class RelaySession:
         #: When the client last sent a frame (time.monotonic), for the idle timer.
         self.last_client_activity = time.monotonic()
         self.log = _log.bind(session_id=session_id, identity=identity)
+        #: Roll-over to a new upstream (relay.conversations.renewal); None: the session ends with its upstream.
+        self.renewal: UpstreamRenewal | None = None
+        #: Audio recording of the session (relay.conversations.recording), when the operator turned it on.
+        self.recorder: SessionRecorder | None = None
+        #: More fields for the session_closed line (the conversation's cost).
+        self.summary_extra: Callable[[], dict[str, Any]] = dict
+        self._renewal_watch: asyncio.Task[None] | None = None
         state.identity_metrics = metrics.for_identity(identity)
         # Bound once: the per-frame path reads them as locals.
         self._forward_to_upstream = metrics.forward_latency.labels(TO_UPSTREAM)
@@ -178,7 +188,7 @@ class RelaySession:
                     async with asyncio.timeout(USAGE_GRACE_SECONDS):
                         await self._usage_settled.wait()
         finally:
-            for task in (self._connecting, self._slicing):
+            for task in (self._connecting, self._slicing, self._renewal_watch):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -245,7 +255,8 @@ class RelaySession:
         if link is self._client:
             # Once the session is ending, what a client still sends is not forwarded.
             return True if self._end is not None else self._from_client(opcode, payload, raw)
-        if self._end is None or self._client_left:  # a client that left still pays for the response it heard
+        if link is self._opened and (self._end is None or self._client_left):
+            # (A client that left still pays for the response it heard.)
             self._from_upstream(opcode, payload, raw)
         return True
 
@@ -299,6 +310,9 @@ class RelaySession:
                     upstream.send_text(out)
             if actions.to_upstream:
                 self._forward_to_upstream.observe(time.perf_counter() - received)
+                if self._taps:
+                    for out in actions.to_upstream:
+                        self._sent(out)
         else:
             for out in actions.to_upstream:
                 self._hold_for_upstream(out)
@@ -340,6 +354,7 @@ class RelaySession:
                 for out in step.to_upstream:
                     if self._upstream is not None:
                         self._upstream.send_text(out)
+                        self._sent(out)
                     else:
                         self._hold_for_upstream(out)
         finally:
@@ -370,7 +385,19 @@ class RelaySession:
 
     # -- upstream → client -----------------------------------------------------------------------------------
 
-    async def _connect_upstream(self) -> None:
+    @property
+    def _taps(self) -> bool:
+        return self.renewal is not None or self.recorder is not None
+
+    def _sent(self, text: str) -> None:
+        # A client frame reached the upstream: roll-over keeps uncommitted audio, recording keeps the user's audio.
+        if self.renewal is not None:
+            self.renewal.sent(text)
+        if self.recorder is not None:
+            self.recorder.to_upstream(text)
+
+    async def _connect_upstream(self, renewing: str | None = None, gap_started: float = 0.0) -> None:
+        """Open the upstream (the first one, or a replacement when `renewing` says why) and start forwarding."""
         connect_started = time.perf_counter()
         try:
             if self._opener is not None:
@@ -379,6 +406,13 @@ class RelaySession:
                 opened = await open_upstream(self._url, self._api_key, self._connect_timeout)
         except UpstreamFailure as failure:
             self.log.warning("upstream_connect_failed", reason=failure.reason, code=failure.code)
+            if (
+                renewing is not None
+                and self.renewal is not None
+                and self.renewal.rollover.may_retry(failure.code)
+            ):
+                self._renew(renewing, gap_started)
+                return
             self._end_with_error(failure.code, failure.message, failure.close_code, "upstream_failed")
             return
         dialled = opened if isinstance(opened, Dialled) else None
@@ -395,20 +429,85 @@ class RelaySession:
             )
         else:  # a translating connection: messages, not frames
             link = MessageLink(cast(MessageSocket, opened), self, END_GRACE_SECONDS)
-        self._opened = link
         seconds = time.perf_counter() - connect_started
         self._metrics.upstream_connect.observe(seconds)
         self.log.info("upstream_connected", seconds=round(seconds, 4))
-        for text in self.state.opening_events():
-            link.send_text(text)
+        if renewing is None:
+            for text in self.state.opening_events():
+                link.send_text(text)
+            self._opened = link
+            if dialled is not None:
+                take_over(dialled, cast(FrameLink, link))
+        elif not await self._replay_to(cast(FrameLink, link), dialled, renewing, gap_started):
+            return
         while self._pending:
-            link.send_text(self._pending.popleft())
+            held = self._pending.popleft()
+            link.send_text(held)
+            self._sent(held)
         # Nothing is awaited from here on: the client's frames now go straight up, after the held ones.
         self._upstream = link
-        if dialled is not None:
-            take_over(dialled, cast(FrameLink, link))
         if self._end is None:
             self._unhold(_HOLD_PENDING)
+            if self.renewal is not None and self.renewal.rollover.age_seconds > 0:
+                self._renewal_watch = asyncio.create_task(
+                    self._renew_when_due(link), name=f"{self.session_id}-renewal"
+                )
+
+    async def _replay_to(
+        self, link: FrameLink, dialled: Dialled | None, reason: str, gap_started: float
+    ) -> bool:
+        """Bring a replacement upstream to where the old one was; False if it could not be (then retried or lost)."""
+        assert self.renewal is not None and dialled is not None
+        dialogue = AwaitableLink(link)
+        take_over(dialled, link)
+        try:
+            notice = await self.renewal.take_over(dialogue, reason, gap_started)
+        except RenewalFailed as failed:
+            self.log.warning("upstream_renewal_failed", problem=str(failed))
+            link.abort()
+            if self.renewal.rollover.may_retry():
+                self._renew(reason, gap_started)
+            else:
+                self._lost()
+            return False
+        if self._outbox is not None:
+            self._outbox.put(notice)
+        self._opened = link
+        dialogue.hand_back(self)
+        return True
+
+    def _renew(self, reason: str, gap_started: float) -> None:
+        # Replace the upstream: the client's frames wait (bounded) in `_pending` until the new one has the
+        # conversation.
+        assert self.renewal is not None
+        self._opened = self._upstream = None
+        self._pending_ledger.events = self._pending_ledger.bytes = 0
+        self.state.responses_in_progress.clear()
+        if self._renewal_watch is not None:
+            self._renewal_watch.cancel()
+            self._renewal_watch = None
+        self._connecting = asyncio.create_task(
+            self._connect_after(self.renewal.rollover.next_delay(reason), reason, gap_started),
+            name=f"{self.session_id}-upstream",
+        )
+
+    async def _connect_after(self, delay: float, reason: str, gap_started: float) -> None:
+        await asyncio.sleep(delay)
+        await self._connect_upstream(reason, gap_started)
+
+    async def _renew_when_due(self, link: UpstreamLink) -> None:
+        # Proactive roll-over: once the upstream is old enough, at the first moment between responses.
+        assert self.renewal is not None
+        rollover = self.renewal.rollover
+        await asyncio.sleep(rollover.seconds_until_due())
+        # Polled: "between responses and outside speech" is a state of SessionState that no event announces.
+        while not rollover.due(len(self.state.responses_in_progress)):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        self._renewal_watch = None
+        self.renewal.requested = True
+        # Frames from now on wait for the new upstream; the old one's close starts the roll-over.
+        self._upstream = None
+        link.close(CloseCode.NORMAL)
 
     def _from_upstream(self, opcode: int, payload: bytes | memoryview, raw: memoryview | None) -> None:
         received = time.perf_counter()
@@ -419,6 +518,8 @@ class RelaySession:
             text, raw = bytes(payload).decode("utf-8", errors="replace"), None
         if opcode != OP_TEXT:
             raw = None  # a binary frame's text goes to the client as a text frame
+        if self.recorder is not None:
+            self.recorder.from_upstream(text)
         actions = state.from_upstream_text(text)
         outbox = self._outbox
         assert outbox is not None
@@ -458,12 +559,25 @@ class RelaySession:
         self._usage_settled.set()
         if self._end is not None:
             return
-        if code == NO_STATUS or (code != ABNORMAL_CLOSURE and _passes_through(code)):
+        clean = code == NO_STATUS or (code != ABNORMAL_CLOSURE and _passes_through(code))
+        renewal = self.renewal
+        if renewal is not None and not self._client_left:
+            renew = renewal.reason_after_close()
+            if renew is None and not clean and renewal.rollover.may_retry():
+                self.log.warning("upstream_lost", code=None if code == ABNORMAL_CLOSURE else code)
+                renew = "dropped"
+            if renew is not None:
+                self._renew(renew, time.monotonic())
+                return
+        if clean:
             self._upstream_closed(code, reason)  # a close without a code is a normal end
             self._ended.set()
             return
-        lost = lost_connection(self._url)
         self.log.warning("upstream_lost", code=None if code == ABNORMAL_CLOSURE else code)
+        self._lost()
+
+    def _lost(self) -> None:
+        lost = lost_connection(self._url)
         self._end_with_error(lost.code, lost.message, lost.close_code, "upstream_lost")
 
     async def _send_tool_frame(self, text: str) -> None:
@@ -538,6 +652,7 @@ class RelaySession:
             turns=self.state.turns,
             first_audio_p50_ms=round(waits[len(waits) // 2] * 1000, 1) if waits else None,
             tokens=self.state.tokens_used,
+            **self.summary_extra(),
         )
 
     async def wait_closed(self) -> None:

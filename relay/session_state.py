@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -85,6 +85,15 @@ class Actions:
     tool_calls: list[CallRequest] = field(default_factory=list)
 
 
+class EventObserver(Protocol):
+    """Sees every event the state parses (relay.conversations.tap): what a forwarded client event and each upstream
+    event mean for the saved conversation. `from_upstream` may answer why the session must end (a spent budget)."""
+
+    def from_client(self, event: dict[str, Any]) -> None: ...
+
+    def from_upstream(self, event: dict[str, Any]) -> str | None: ...
+
+
 def check_rate(value: Any, what: str) -> str | None:
     """Return an error message if `value` is not an acceptable PCM rate, else None."""
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_RATE <= value <= MAX_RATE:
@@ -122,7 +131,14 @@ class SessionState:
         on_usage: Callable[[int], str | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         tools: ToolCalls | None = None,
+        observer: EventObserver | None = None,
+        seed: list[str] | None = None,
     ) -> None:
+        self.observer = observer
+        #: Decides which upstream events the client must not see (relay.conversations.rollover).
+        self.swallow: Callable[[dict[str, Any]], bool] | None = None
+        #: Frames sent upstream right after the defaults, before any client frame (a continued conversation).
+        self._seed = seed or []
         self._metrics = metrics
         self._policy = policy
         self._quality = resampler_quality
@@ -177,11 +193,14 @@ class SessionState:
     # -- opening ---------------------------------------------------------------------------------------------
 
     def opening_events(self) -> list[str]:
-        """Frames to send upstream before any client event: the server's session defaults."""
+        """Frames to send upstream before any client event: the server's session defaults, then any seed."""
         if self._defaults is None:
-            return []
+            return list(self._seed)
         session = {"type": "realtime", **self._defaults}
-        return [protocol.dumps({"type": "session.update", "event_id": DEFAULTS_EVENT_ID, "session": session})]
+        defaults = protocol.dumps(
+            {"type": "session.update", "event_id": DEFAULTS_EVENT_ID, "session": session}
+        )
+        return [defaults, *self._seed]
 
     # -- client → upstream -----------------------------------------------------------------------------------
 
@@ -236,6 +255,8 @@ class SessionState:
             if merged:
                 text = protocol.dumps(event)
         event_type: str = event["type"]
+        if self.observer is not None and event_type != "input_audio_buffer.append":
+            self.observer.from_client(event)
         if event_type == "input_audio_buffer.append":
             self._append_base64(actions, event, text, event_id)
         elif event_type == "session.update":
@@ -532,6 +553,9 @@ class SessionState:
             self._upstream_fault(actions, "unparsable", f"not a JSON event object ({type(exc).__name__})")
             return actions
         self._metrics.count_upstream_event(event_type)
+        if self.swallow is not None and self.swallow(event):
+            return actions  # the relay's own business (an expiry it rolls over): the client does not see it
+        spent = self.observer.from_upstream(event) if self.observer is not None else None
         verdict = self.tools.from_upstream(event) if self.tools is not None else None
         if verdict is not None:
             if verdict.drop:  # a server call's event, hidden from the client
@@ -553,6 +577,8 @@ class SessionState:
         if verdict is not None:
             actions.tool_calls.extend(verdict.start)
             actions.to_upstream.extend(verdict.to_upstream)
+        if spent is not None and actions.close is None:
+            self._end_for_budget(actions, spent)
         return actions
 
     def _upstream_fault(self, actions: Actions, kind: str, what: str) -> None:

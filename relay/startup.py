@@ -72,8 +72,8 @@ def config_fields(config: Config) -> dict[str, Any]:
             continue
         if isinstance(value, tuple):
             value = list(value)
-        elif isinstance(value, Path):
-            value = str(value)
+        elif isinstance(value, Path) or not isinstance(value, str | int | float | bool | None):
+            value = str(value)  # a Path, or a parsed value such as the price table (which says what it holds)
         fields[setting.name] = value
     fields["demo"] = config.demo
     return fields

@@ -163,6 +163,8 @@ async def start_process(
             "RELAY_PORT": str(port),
             "RELAY_METRICS_PORT": str(metrics_port),
             "RELAY_LOG_FORMAT": "json",
+            # --demo saves conversations: under the test's own directory, never the checkout.
+            "RELAY_DATA_DIR": str(tmp_path / "data"),
             "PYTHONUNBUFFERED": "1",
         }
     )

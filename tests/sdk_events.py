@@ -87,9 +87,16 @@ def _extras(model: Any, prefix: str = "") -> Iterator[str]:
             yield from _extras(item, prefix)
 
 
+#: The relay's own notice events (documented in the README), with the keys each carries.
+RELAY_NOTICES = {"relay.upstream.renewed": {"type", "event_id", "reason", "gap_ms", "replayed_items"}}
+
+
 def server_event_problems(event: Any) -> list[str]:
     """Why `event` is not a server event the SDK accepts as it is ([] when it is)."""
     kind = _kind(event)
+    if kind in RELAY_NOTICES:
+        extra = set(event) - RELAY_NOTICES[kind] if isinstance(event, dict) else {"?"}
+        return [f"{kind}: keys {sorted(extra)} are not the notice's"] if extra else []
     model, problems = _validate(SERVER, event)
     if model is None:
         return problems

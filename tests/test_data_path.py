@@ -220,9 +220,11 @@ async def test_the_upstreams_close_code_reaches_the_client(
 async def test_an_upstream_failing_with_a_protocol_code_is_reported_as_unavailable(
     relay_factory: RelayFactory, upstream_code: int
 ) -> None:
-    """Codes about the upstream's own failure (1002, 1011, 1014) say nothing a client can act on: 4502 says retry."""
+    """Codes about the upstream's own failure (1002, 1011, 1014) say nothing a client can act on: 4502 says retry.
+
+    (With roll-over on, the relay first tries new upstreams: tests/test_rollover.py.)"""
     async with closing_upstream(upstream_code) as url:
-        relay = await relay_factory(upstream_url=url)
+        relay = await relay_factory(upstream_url=url, rollover_retries="0")
         async with opened(relay.ws_url) as ws:
             events, code = await until_closed(ws)
     assert [e["type"] for e in events] == ["session.created", "error"]

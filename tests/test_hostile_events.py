@@ -221,7 +221,10 @@ async def test_an_upstream_that_stops_answering_pings_is_lost(relay_factory: Any
     port = server.sockets[0].getsockname()[1]
     try:
         relay = await relay_factory(
-            upstream_url=f"ws://127.0.0.1:{port}/v1/realtime", heartbeat_seconds="1", **NO_DEFAULTS
+            upstream_url=f"ws://127.0.0.1:{port}/v1/realtime",
+            heartbeat_seconds="1",
+            rollover_retries="0",  # a lost upstream ends the session here; tests/test_rollover.py rolls over
+            **NO_DEFAULTS,
         )
         async with opened(relay.ws_url) as ws:
             await next_event(ws)

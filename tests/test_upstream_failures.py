@@ -92,7 +92,9 @@ async def test_upstream_stalling_on_connect_times_out(
     assert 0.4 < seconds < 2
 
 
-async def test_upstream_dropping_mid_session(relay: ProxiedRelay, fake_upstream: FakeRealtimeServer) -> None:
+async def test_upstream_dropping_mid_session(relay_factory: Any, fake_upstream: FakeRealtimeServer) -> None:
+    # Without roll-over (tests/test_rollover.py covers it) a drop ends the session at once.
+    relay = await relay_factory(rollover_retries="0")
     fake_upstream.options.drop_after_events = 2  # session.created, then the reply to the defaults
     async with websockets.connect(relay.ws_url) as ws:
         error, closed_with, seconds = await error_then_close(ws)

@@ -28,6 +28,7 @@ import {
   saveSettings,
   VOICES,
 } from "./session.js";
+import { HistoryPanel } from "./history.js";
 import { VoiceSession } from "./voice-session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -76,6 +77,8 @@ const app = {
   level: 0,
   meterFrame: 0,
   meterAnnouncedAt: 0,
+  history: null, // the history panel, when the relay saves conversations
+  continueId: null, // the saved conversation the next session continues
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -101,6 +104,7 @@ function renderAll() {
   renderError();
   renderLatency();
   renderChat(true);
+  app.history?.render();
 }
 
 function displayedState() {
@@ -295,6 +299,22 @@ function applyConfig(config) {
     $("token-input").focus();
   }
   renderSettings();
+  renderHistory(Boolean(config?.history) && !signedOut);
+}
+
+function renderHistory(shown) {
+  $("history-panel").hidden = !shown;
+  if (!shown) return;
+  app.history ??= new HistoryPanel({
+    root: $("history-panel"),
+    t: (key, params) => app.t(key, params),
+    onContinue: (id) => {
+      if (app.conn === "connecting" || app.conn === "connected") disconnect();
+      app.continueId = id;
+      onConnectClick();
+    },
+  });
+  void app.history.refresh();
 }
 
 async function onSignIn(event) {
@@ -403,7 +423,9 @@ async function connect(engine) {
     outputRate: rate,
     outputLatencyMs: engine.outputLatencyMs(),
   });
-  const connection = new RelayConnection(realtimeUrl(window.location, rate, rate), {
+  const continueId = app.continueId;
+  app.continueId = null;
+  const connection = new RelayConnection(realtimeUrl(window.location, rate, rate, continueId), {
     onEvent: (event) => {
       if (app.connection === connection) voice.handleServerEvent(event);
     },
@@ -507,6 +529,8 @@ function disconnect() {
   teardown();
   connection?.close();
   setConn("disconnected");
+  // The conversation just ended is saved by now (or soon): show it in the list.
+  if (app.history && !$("history-panel").hidden) setTimeout(() => void app.history.refresh(), 500);
 }
 
 /** Release the socket handlers, the microphone and the audio context; the chat log stays visible. */

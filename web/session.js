@@ -100,9 +100,13 @@ export function captureConstraints(settings) {
   };
 }
 
-/** The relay WebSocket URL on this page's origin, declaring the capture rate and asking for output at `outputRate`. */
-export function realtimeUrl(location, inputRate, outputRate) {
+/**
+ * The relay WebSocket URL on this page's origin, declaring the capture rate and asking for output at `outputRate`;
+ * `continueId` seeds the new session with a saved conversation.
+ */
+export function realtimeUrl(location, inputRate, outputRate, continueId = null) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const query = new URLSearchParams({ input_rate: String(inputRate), output_rate: String(outputRate) });
+  if (continueId) query.set("continue", continueId);
   return `${scheme}//${location.host}/v1/realtime?${query}`;
 }

@@ -25,7 +25,7 @@ from relay.fake.conversation import Conversation, StoredItem, parse_item
 from relay.fake.errors import ProtocolError, invalid_type, invalid_value, missing
 from relay.fake.g711 import is_g711
 from relay.fake.options import FakeOptions
-from relay.fake.replies import compose_reply, speech_ms
+from relay.fake.replies import answers_in_text, compose_reply, speech_ms
 from relay.fake.response import Event, ResponseConfig, ResponseStream, Timing, event
 from relay.fake.response_request import parse_response_request
 from relay.fake.signals import BYTES_PER_SAMPLE, duration_ms, ms_to_bytes
@@ -528,9 +528,12 @@ class SimulatedModel:
         request = parse_response_request(raw_request, self.session)
         context = self._context(raw_request)
         parallel = self.session.get("parallel_tool_calls", True) is not False
+        modalities = request.output_modalities
+        if self.options.text_after_text_history and answers_in_text(context):
+            modalities = ["text"]
         reply = compose_reply(
             context,
-            request.output_modalities,
+            modalities,
             request.tools,
             request.tool_choice,
             parallel_tool_calls=parallel,

@@ -21,6 +21,9 @@ class FakeOptions:
     handshake_delay: float = 0.0
     #: After sending this many server events, abort the TCP connection without a close frame.
     drop_after_events: int | None = None
+    #: Right after sending the Nth server event of a type (`"response.done:2"`; N defaults to 1), abort the TCP
+    #: connection without a close frame: a drop at a chosen point of the protocol.
+    drop_at_event: str | None = None
     #: After sending this many server events, send one text frame that is not JSON.
     garbage_after_events: int | None = None
     #: Seconds between `response.created` and the first `response.output_audio.delta` (or text delta). The API
@@ -46,5 +49,8 @@ class FakeOptions:
     server_error_after_events: int | None = None
     #: Fault switch: input transcriptions end with `conversation.item.input_audio_transcription.failed`.
     fail_transcription: bool = False
+    #: Imitate the drift reported of the real model: after assistant turns replayed as text, answer in text
+    #: (relay.fake.replies.answers_in_text). Off by default; the roll-over tests turn it on.
+    text_after_text_history: bool = False
     #: Keep per-connection recordings (events, audio) for inspection. Turn off for long-running demos.
     record: bool = True

@@ -68,6 +68,25 @@ def compose_reply(
     return Reply("audio", text=reply_text, audio=reply_audio)
 
 
+def answers_in_text(context: list[StoredItem]) -> bool:
+    """The drift reported of the real model (`FakeOptions.text_after_text_history`): when the assistant's turns in
+    the context are text only (a transcript replayed with `conversation.item.create`), it follows their form and
+    answers in text, unless a later system item asks it to keep speaking."""
+    assistant_text_only = False
+    for stored in context:
+        item = stored.item
+        if item.get("type") != "message":
+            continue
+        parts = [str(p.get("type")) for p in item.get("content", [])]
+        if item.get("role") == "assistant":
+            assistant_text_only = bool(parts) and all(p in ("output_text", "text") for p in parts)
+        elif item.get("role") == "system" and assistant_text_only:
+            words = " ".join(str(p.get("text", "")) for p in item.get("content", [])).lower()
+            if "aloud" in words or "audio" in words:
+                assistant_text_only = False
+    return assistant_text_only
+
+
 def speech_ms(stored: StoredItem) -> float:
     """How long the user actually spoke in an item (its whole audio when the VAD did not mark the speech)."""
     if stored.speech is not None:

@@ -318,6 +318,8 @@ class _Session:
         self.received_count = 0
         self.sent_count = 0
         self._garbage_sent = False
+        self._drop_at = _drop_point(options.drop_at_event)
+        self._sent_of_type: dict[str, int] = {}
 
     def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
@@ -407,11 +409,18 @@ class _Session:
                 if self._options.garbage_after_events == self.sent_count and not self._garbage_sent:
                     self._garbage_sent = True
                     await self._ws.send(GARBAGE_FRAME)
-                if self._options.drop_after_events == self.sent_count:
+                if self._options.drop_after_events == self.sent_count or self._drop_point_reached(item):
                     await self._abort()
                     return
         except ConnectionClosed:
             return
+
+    def _drop_point_reached(self, item: Event) -> bool:
+        if self._drop_at is None:
+            return False
+        kind = str(item.get("type"))
+        self._sent_of_type[kind] = self._sent_of_type.get(kind, 0) + 1
+        return (kind, self._sent_of_type[kind]) == self._drop_at
 
     async def _abort(self) -> None:
         # Let the events already written reach the peer, then cut TCP without a close frame.
@@ -422,6 +431,14 @@ class _Session:
             await asyncio.sleep(0.005)
         log.info("fake_connection_dropped", after_events=self.sent_count)
         transport.abort()
+
+
+def _drop_point(spec: str | None) -> tuple[str, int] | None:
+    """`"response.done:2"` → ("response.done", 2); a bare type means its first event."""
+    if not spec:
+        return None
+    kind, _, count = spec.partition(":")
+    return kind, int(count) if count else 1
 
 
 def _model_refusal(query: dict[str, str]) -> tuple[int, dict[str, Any]] | None:

@@ -113,6 +113,10 @@ class FrameLink:
     def resume_writing(self) -> None:
         """Flow control from the transport: the owner watches the buffer size itself."""
 
+    def rehome(self, owner: LinkOwner) -> None:
+        """Report to `owner` from now on."""
+        self._owner = owner
+
     # -- reading ---------------------------------------------------------------------------------------------
 
     def hold(self) -> None:
