@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,11 +36,13 @@ from relay.access import (
 )
 from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet
 from relay.bounds import END_GRACE_SECONDS, SessionBounds
-from relay.config import Config
+from relay.config import GA_VOICES, Config
 from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
+from relay.providers.openers import opener_for, session_defaults_for
+from relay.providers.profiles import Profile, ProviderSet, load_profiles
 from relay.security_headers import SecurityHeadersMiddleware, inline_style_policy
 from relay.session import RelaySession
 from relay.session_query import parse_session_query
@@ -64,6 +67,8 @@ class Runtime:
     upstream_base: str
     api_key: str
     simulated: bool
+    #: The upstream profiles clients choose from (`?provider=` / `?model=`); the first is the default.
+    providers: ProviderSet
     sessions: set[RelaySession] = field(default_factory=set)
     draining: bool = False
     sessions_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,6 +143,21 @@ def _denial_response(denial: Denial) -> JSONResponse:
     return JSONResponse(denial.body(), status_code=denial.status, headers=dict(denial.headers))
 
 
+def _single_openai(config: Config, url: str | None, key: str | None, simulated: bool) -> Profile:
+    return Profile(
+        name="openai",
+        kind="openai",
+        url=url or config.upstream_url,
+        models=config.models,
+        default_model=config.model,
+        credential_env="OPENAI_API_KEY",
+        credential=config.openai_api_key if key is None else key,
+        voice=config.voice,
+        voices=GA_VOICES,
+        simulated=simulated,
+    )
+
+
 def create_app(
     config: Config,
     *,
@@ -145,16 +165,31 @@ def create_app(
     upstream_base: str | None = None,
     api_key: str | None = None,
     simulated: bool = False,
+    providers: ProviderSet | None = None,
 ) -> Starlette:
-    """Build the relay's public application. `upstream_base`/`api_key` override the config (demo mode)."""
+    """Build the relay's public application.
+
+    `providers` are the upstream profiles (default: from the config and the environment); `upstream_base` and
+    `api_key` instead make one OpenAI profile of them (demo mode, tests).
+    """
+    if providers is None:
+        if upstream_base is not None or api_key is not None:
+            providers = ProviderSet([_single_openai(config, upstream_base, api_key, simulated)])
+        else:
+            providers = ProviderSet(load_profiles(config, os.environ))
     runtime = Runtime(
         config=config,
         metrics=metrics or RelayMetrics(identity_label=config.metrics_identity_label),
         upstream_base=upstream_base or config.upstream_url,
         api_key=config.openai_api_key if api_key is None else api_key,
         simulated=simulated,
+        providers=providers,
     )
-    policy = SessionPolicy(locked_fields=config.locked_fields, allowed_models=config.models)
+    # One policy per profile: a session may name only its own provider's models.
+    policies = {
+        p.name: SessionPolicy(locked_fields=config.locked_fields, allowed_models=p.models)
+        for p in runtime.providers.profiles
+    }
     bounds = SessionBounds.from_config(config)
     # Without RELAY_COOKIE_SECRET, logins are signed with a key that lives as long as the process.
     cookies = LoginCookies(config.cookie_secret or secrets.token_bytes(32), config.login_ttl_seconds)
@@ -196,7 +231,9 @@ def create_app(
         return JSONResponse(
             {
                 "simulated": runtime.simulated,
-                "model": config.model,
+                "model": runtime.providers.default.default_model,
+                "provider": runtime.providers.default.name,
+                "providers": runtime.providers.public(),
                 "auth": auth,
                 "session": {
                     "voice": config.voice,
@@ -280,7 +317,7 @@ def create_app(
             await refuse(websocket, door_request, admission)
             return
         identity = admission.identity
-        query = parse_session_query(websocket.query_params.multi_items(), config)
+        query = parse_session_query(websocket.query_params.multi_items(), config, runtime.providers)
         if isinstance(query, Denial):
             await refuse(websocket, door_request, query)
             return
@@ -289,22 +326,28 @@ def create_app(
             await refuse(websocket, door_request, limited)
             return
         try:
-            await run_session(websocket, identity, admission.subprotocol, query.model, query.rates)
+            profile = runtime.providers.get(query.provider or "") or runtime.providers.default
+            await run_session(websocket, identity, admission.subprotocol, profile, query.model, query.rates)
         finally:
             slots.release(identity)
 
     async def run_session(
-        websocket: WebSocket, identity: str, subprotocol: str | None, model: str, rates: dict[str, int]
+        websocket: WebSocket,
+        identity: str,
+        subprotocol: str | None,
+        profile: Profile,
+        model: str,
+        rates: dict[str, int],
     ) -> None:
         # The client's own credential stays here: the upstream handshake carries only the relay's key.
         await websocket.accept(subprotocol=subprotocol)
         session_id = protocol.new_id("rs_", 16)
         state = SessionState(
             metrics=runtime.metrics,
-            policy=policy,
+            policy=policies[profile.name],
             resampler_quality=config.resampler,
             bounds=bounds,
-            session_defaults=runtime.session_defaults() or None,
+            session_defaults=session_defaults_for(profile, runtime.session_defaults()) or None,
             input_rate=rates.get("input_rate", protocol.API_RATE),
             output_rate=rates.get("output_rate", protocol.API_RATE),
             on_usage=lambda tokens: budget.spend(identity, tokens),
@@ -314,15 +357,16 @@ def create_app(
             state,
             session_id=session_id,
             identity=identity,
-            upstream_url=upstream_url(runtime.upstream_base, model),
-            api_key=runtime.api_key,
+            upstream_url=upstream_url(profile.url, model),
+            api_key=profile.credential,
             connect_timeout=config.upstream_connect_timeout,
             bounds=bounds,
             metrics=runtime.metrics,
+            opener=opener_for(profile, model, config.upstream_connect_timeout, bounds.heartbeat_seconds),
         )
         runtime.add(session)
         session.log.info(
-            "session_opened", model=model, input_rate=state.input_rate, output_rate=state.output_rate
+            "session_opened", provider=profile.name, model=model, input_rate=state.input_rate, output_rate=state.output_rate
         )
         timers = SessionTimers(
             config.max_session_seconds, config.idle_timeout_seconds, session.last_client_activity

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
 import sys
@@ -29,6 +30,7 @@ from relay.connection_guard import metrics_http_protocol, public_http_protocol, 
 from relay.listeners import Listener, ListenError, Sockets, bound_port
 from relay.logging import configure_logging
 from relay.metrics import RelayMetrics
+from relay.providers.profiles import ProviderSet, load_profiles
 from relay.startup import config_fields, first_line
 
 _log = structlog.get_logger("relay")
@@ -148,9 +150,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         print(f"realtime-relay: {problem}", file=sys.stderr)
         return 2
-    if not config.openai_api_key and not config.demo:
-        print(f"realtime-relay: {NO_KEY_MESSAGE}", file=sys.stderr)
-        return 2
+    providers = None
+    if not config.demo:
+        try:
+            providers = ProviderSet(load_profiles(config, os.environ))
+        except ConfigError as exc:
+            print(f"realtime-relay: {exc}", file=sys.stderr)
+            return 2
+        missing = [p for p in providers.profiles if not p.has_credential()]
+        if missing and config.providers_file is None and missing[0].kind == "openai":
+            print(f"realtime-relay: {NO_KEY_MESSAGE}", file=sys.stderr)
+            return 2
+        if missing:
+            names = ", ".join(f"{p.credential_env} (provider {p.name!r})" for p in missing)
+            print(f"realtime-relay: {names} not set; set it, or run `realtime-relay --demo`.", file=sys.stderr)
+            return 2
     try:
         sockets = _bind(config)
     except ListenError as exc:
@@ -159,10 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         config.log_format,
         config.log_level,
-        secrets=(config.openai_api_key, config.cookie_secret, *config.access_tokens),
+        secrets=(
+            config.openai_api_key,
+            config.cookie_secret,
+            *config.access_tokens,
+            *(p.credential for p in (providers.profiles if providers else ()) if p.credential),
+        ),
     )
     with contextlib.suppress(KeyboardInterrupt):
-        _run(serve(config, sockets))
+        _run(serve(config, sockets, providers))
     return 0
 
 
@@ -338,26 +357,38 @@ class _DrainingServer(uvicorn.Server):
             server.should_exit = True
 
 
-async def serve(config: Config, sockets: Sockets | None = None) -> None:
+async def serve(config: Config, sockets: Sockets | None = None, providers: ProviderSet | None = None) -> None:
     """Run the public listener and the metrics listener until a shutdown signal.
 
-    `sockets` are the listeners already bound by `main` (bound here when not given).
+    `sockets` are the listeners already bound by `main` (bound here when not given); `providers` the upstream
+    profiles (in demo mode: the simulated OpenAI and Gemini models).
     """
     if sockets is None:
         sockets = _bind(config)
     metrics = RelayMetrics(identity_label=config.metrics_identity_label)
     fake_server = None
+    gemini_server = None
     upstream_base, api_key = config.upstream_url, config.openai_api_key
     if config.demo:
         from relay.fake.model import FakeOptions
+        from relay.fake.gemini.server import FakeGeminiServer, GeminiOptions
         from relay.fake.server import FakeRealtimeServer
+        from relay.providers.demo import demo_providers
 
         demo_key = "demo-" + secrets.token_urlsafe(16)
         fake_server = FakeRealtimeServer(FakeOptions(api_key=demo_key, pace_audio=True, record=False))
         await fake_server.start("127.0.0.1", 0)
         upstream_base, api_key = fake_server.url, demo_key
+        gemini_server = FakeGeminiServer(GeminiOptions(api_key=demo_key, record=False))
+        await gemini_server.start("127.0.0.1", 0)
+        providers = demo_providers(config, fake_server.url, gemini_server.url, demo_key)
     app = create_app(
-        config, metrics=metrics, upstream_base=upstream_base, api_key=api_key, simulated=config.demo
+        config,
+        metrics=metrics,
+        upstream_base=upstream_base,
+        api_key=api_key,
+        simulated=config.demo,
+        providers=providers,
     )
 
     async def exposition(request: Request) -> Response:
@@ -417,6 +448,8 @@ async def serve(config: Config, sockets: Sockets | None = None) -> None:
     finally:
         if fake_server is not None:
             await fake_server.stop()
+        if gemini_server is not None:
+            await gemini_server.stop()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import structlog
 from starlette.websockets import WebSocket
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
@@ -32,6 +31,7 @@ from relay.client_outbox import ClientOutbox, close_reason
 from relay.limits import SessionTimers
 from relay.metrics import TO_CLIENT, TO_UPSTREAM, RelayMetrics
 from relay.protocol import CloseCode
+from relay.providers.openers import Opener, UpstreamSocket
 from relay.session_state import Actions, SessionState
 from relay.upstream import UpstreamFailure, lost_connection, open_upstream
 
@@ -70,6 +70,7 @@ class RelaySession:
         connect_timeout: float,
         bounds: SessionBounds,
         metrics: RelayMetrics,
+        opener: Opener | None = None,
     ) -> None:
         self.session_id = session_id
         self.identity = identity
@@ -77,11 +78,13 @@ class RelaySession:
         self._ws = websocket
         self._url = upstream_url
         self._api_key = api_key
+        #: How this session's provider opens its upstream (None: the OpenAI socket at `upstream_url`).
+        self._opener = opener
         self._connect_timeout = connect_timeout
         self._metrics = metrics
         #: The upstream socket once it is open; `_upstream` is set only after the held events went out.
-        self._opened: ClientConnection | None = None
-        self._upstream: ClientConnection | None = None
+        self._opened: UpstreamSocket | None = None
+        self._upstream: UpstreamSocket | None = None
         self._bounds = bounds
         self._pending: deque[str] = deque()
         self._pending_ledger = PendingLedger(bounds.pending_events, bounds.pending_bytes)
@@ -240,9 +243,12 @@ class RelaySession:
     async def _upstream_pump(self) -> None:
         connect_started = time.perf_counter()
         try:
-            upstream = self._opened = await open_upstream(
-                self._url, self._api_key, self._connect_timeout, self._bounds.heartbeat_seconds
-            )
+            if self._opener is not None:
+                upstream = self._opened = await self._opener()
+            else:
+                upstream = self._opened = await open_upstream(
+                    self._url, self._api_key, self._connect_timeout, self._bounds.heartbeat_seconds
+                )
         except UpstreamFailure as failure:
             self.log.warning("upstream_connect_failed", reason=failure.reason, code=failure.code)
             self._end_with_error(failure.code, failure.message, failure.close_code, "upstream_failed")

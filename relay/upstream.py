@@ -46,7 +46,9 @@ def describe_endpoint(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def classify_failure(exc: BaseException, url: str, timeout: float) -> UpstreamFailure:
+def classify_failure(
+    exc: BaseException, url: str, timeout: float, credential_name: str = "OPENAI_API_KEY"
+) -> UpstreamFailure:
     """Map an exception raised while connecting upstream to an `UpstreamFailure`. Never includes secrets."""
     where = describe_endpoint(url)
     if isinstance(exc, InvalidStatus):
@@ -55,7 +57,7 @@ def classify_failure(exc: BaseException, url: str, timeout: float) -> UpstreamFa
             return UpstreamFailure(
                 protocol.UPSTREAM_AUTH_FAILED,
                 f"The upstream ({where}) refused the relay's API key (HTTP {status}). This is a server "
-                "configuration problem: the operator must set a valid OPENAI_API_KEY.",
+                f"configuration problem: the operator must set a valid {credential_name}.",
                 CloseCode.UPSTREAM_AUTH,
                 f"http_{status}",
             )
@@ -114,13 +116,23 @@ def lost_connection(url: str) -> UpstreamFailure:
     )
 
 
-async def open_upstream(url: str, api_key: str, timeout: float, heartbeat: float) -> ClientConnection:
-    """Open the upstream socket with `Authorization: Bearer <api_key>`; raise `UpstreamFailure` on any failure.
+async def open_upstream(
+    url: str,
+    api_key: str,
+    timeout: float,
+    heartbeat: float,
+    *,
+    headers: dict[str, str] | None = None,
+    credential_name: str = "OPENAI_API_KEY",
+) -> ClientConnection:
+    """Open the upstream socket with `Authorization: Bearer <api_key>` (or the given `headers` instead, for
+    providers that authenticate otherwise); raise `UpstreamFailure` on any failure.
 
     The socket is pinged every `heartbeat` seconds; an upstream that does not answer within as long again counts
     as lost.
     """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if headers is None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         async with asyncio.timeout(timeout):
             return await connect(
@@ -139,4 +151,4 @@ async def open_upstream(url: str, api_key: str, timeout: float, heartbeat: float
                 close_timeout=END_GRACE_SECONDS,
             )
     except Exception as exc:
-        raise classify_failure(exc, url, timeout) from None
+        raise classify_failure(exc, url, timeout, credential_name) from None

@@ -1,0 +1,87 @@
+"""Opening a session's upstream for its profile: the socket the session's pumps read and write.
+
+Every kind gives the pumps the same small interface as a `websockets` client connection: `send(text)` takes
+OpenAI client events, iterating yields OpenAI server events as JSON text, and `close()`, `close_code`,
+`close_reason` and `transport.abort()` end it. OpenAI and Azure are that connection itself; Gemini is a
+translating connection (relay.providers.gemini.connection).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from relay.providers import azure
+from relay.providers.profiles import Profile
+from relay.upstream import open_upstream, upstream_url
+
+
+class Abortable(Protocol):
+    """What the session needs of a transport: dropping it at once."""
+
+    def abort(self) -> None: ...
+
+
+class UpstreamSocket(Protocol):
+    """The upstream as the session's pumps use it."""
+
+    async def send(self, message: str) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    @property
+    def close_reason(self) -> str | None: ...
+
+    @property
+    def transport(self) -> Abortable: ...
+
+
+Opener = Callable[[], Awaitable[UpstreamSocket]]
+
+
+def session_defaults_for(profile: Profile, operator: dict[str, Any]) -> dict[str, Any]:
+    """The session fields applied before the client's own: the operator's, adjusted for the profile's kind."""
+    defaults = copy.deepcopy(operator)
+    output = defaults.get("audio", {}).get("output", {})
+    if profile.voice:
+        output["voice"] = profile.voice
+    elif output.get("voice") not in profile.voices:
+        # The operator's OpenAI voice means nothing to another provider: its own default applies.
+        output.pop("voice", None)
+    if "audio" in defaults and not output:
+        defaults["audio"].pop("output", None)
+    if profile.kind == "azure":
+        audio = defaults.setdefault("audio", {})
+        audio.setdefault("input", {}).update(azure.session_defaults()["audio"]["input"])
+    if not defaults.get("audio"):
+        defaults.pop("audio", None)
+    return defaults
+
+
+def opener_for(profile: Profile, model: str, timeout: float, heartbeat: float) -> Opener:
+    """How a session of `profile` on `model` opens its upstream (called once per session, after the upgrade)."""
+    if profile.kind == "gemini":
+        from relay.providers.gemini.connection import open_gemini
+
+        async def open_translated() -> UpstreamSocket:
+            return await open_gemini(profile, model, timeout, heartbeat)
+
+        return open_translated
+    url = upstream_url(profile.url, model)
+
+    async def open_direct() -> UpstreamSocket:
+        if profile.kind == "azure":
+            # Entra tokens expire: a fresh one for every new connection.
+            headers = await azure.handshake_headers(profile)
+            return await open_upstream(
+                url, "", timeout, heartbeat, headers=headers, credential_name=profile.credential_env
+            )
+        return await open_upstream(url, profile.credential, timeout, heartbeat)
+
+    return open_direct
