@@ -366,7 +366,11 @@ def create_app(
         )
         runtime.add(session)
         session.log.info(
-            "session_opened", provider=profile.name, model=model, input_rate=state.input_rate, output_rate=state.output_rate
+            "session_opened",
+            provider=profile.name,
+            model=model,
+            input_rate=state.input_rate,
+            output_rate=state.output_rate,
         )
         timers = SessionTimers(
             config.max_session_seconds, config.idle_timeout_seconds, session.last_client_activity

@@ -96,7 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
             env_only={"--" + s.name.replace("_", "-"): s.env for s in SETTINGS if s.secret},
         )
     )
-    fake = sub.add_parser("fake-upstream", help="serve the simulated Realtime model alone")
+    fake = sub.add_parser("fake-upstream", help="serve the simulated Realtime (or Gemini Live) model alone")
+    fake.add_argument(
+        "--kind",
+        choices=["openai", "gemini"],
+        default="openai",
+        help="which protocol to serve (default openai)",
+    )
+    fake.add_argument(
+        "--connection-seconds",
+        type=float,
+        default=600.0,
+        help="gemini: a connection's time limit, announced by goAway one second before (default 600)",
+    )
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8765)
     fake.add_argument(
@@ -163,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if missing:
             names = ", ".join(f"{p.credential_env} (provider {p.name!r})" for p in missing)
-            print(f"realtime-relay: {names} not set; set it, or run `realtime-relay --demo`.", file=sys.stderr)
+            print(
+                f"realtime-relay: {names} not set; set it, or run `realtime-relay --demo`.", file=sys.stderr
+            )
             return 2
     try:
         sockets = _bind(config)
@@ -279,6 +293,21 @@ def _run_fake_upstream(args: argparse.Namespace) -> int:
     from relay.fake.server import run_fake_upstream
 
     configure_logging("auto", "info")
+    if args.kind == "gemini":
+        from relay.fake.gemini.options import GeminiOptions
+        from relay.fake.gemini.server import run_fake_gemini
+
+        gemini = GeminiOptions(
+            api_key=args.api_key,
+            first_audio_delay=args.first_audio_delay,
+            audio_speed=args.audio_speed,
+            connection_seconds=args.connection_seconds,
+            go_away_seconds=min(1.0, args.connection_seconds / 2),
+            record=False,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            _run(run_fake_gemini(args.host, args.port, gemini))
+        return 0
     # Options named as on the command line carry over as they are.
     same = [
         "api_key",
@@ -370,8 +399,9 @@ async def serve(config: Config, sockets: Sockets | None = None, providers: Provi
     gemini_server = None
     upstream_base, api_key = config.upstream_url, config.openai_api_key
     if config.demo:
+        from relay.fake.gemini.options import GeminiOptions
+        from relay.fake.gemini.server import FakeGeminiServer
         from relay.fake.model import FakeOptions
-        from relay.fake.gemini.server import FakeGeminiServer, GeminiOptions
         from relay.fake.server import FakeRealtimeServer
         from relay.providers.demo import demo_providers
 

@@ -77,7 +77,9 @@ async def entra_token(profile: Profile) -> str:
     except TimeoutError:
         process.kill()
         await process.wait()
-        raise _token_failure(profile, f"the token command took longer than {TOKEN_COMMAND_TIMEOUT:g} s") from None
+        raise _token_failure(
+            profile, f"the token command took longer than {TOKEN_COMMAND_TIMEOUT:g} s"
+        ) from None
     if process.returncode != 0:
         raise _token_failure(profile, f"the token command exited with status {process.returncode}")
     token = _token_from_output(out.decode("utf-8", errors="replace"))

@@ -34,8 +34,18 @@ DEFAULT_CREDENTIAL_ENV: dict[Kind, str] = {
     "gemini": "GEMINI_API_KEY",
 }
 _PROFILE_KEYS = frozenset(
-    {"name", "kind", "url", "credential_env", "models", "default_model", "voice", "voices", "token_command",
-     "token_file"}
+    {
+        "name",
+        "kind",
+        "url",
+        "credential_env",
+        "models",
+        "default_model",
+        "voice",
+        "voices",
+        "token_command",
+        "token_file",
+    }
 )
 
 
@@ -86,7 +96,9 @@ def profile_from(raw: Mapping[str, Any], env: Mapping[str, str], where: str) -> 
     """Build and check one profile from a file's table (or the simple environment case)."""
     unknown = sorted(set(raw) - _PROFILE_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; profiles take {', '.join(sorted(_PROFILE_KEYS))}")
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; profiles take {', '.join(sorted(_PROFILE_KEYS))}"
+        )
     name = str(raw.get("name") or "")
     if not name or not all(ch.isalnum() or ch in "-_." for ch in name) or len(name) > 40:
         raise ConfigError(f"{where}: name must be 1-40 letters, digits, '-', '_' or '.'")
@@ -115,7 +127,9 @@ def profile_from(raw: Mapping[str, Any], env: Mapping[str, str], where: str) -> 
     token_file = raw.get("token_file")
     token_command = str(raw.get("token_command") or "")
     if (token_file or token_command) and kind != "azure":
-        raise ConfigError(f"{where} ({name}): token_command and token_file are for Azure Entra ID tokens only")
+        raise ConfigError(
+            f"{where} ({name}): token_command and token_file are for Azure Entra ID tokens only"
+        )
     return Profile(
         name=name,
         kind=kind,
@@ -141,7 +155,9 @@ def read_profiles_file(path: Path, env: Mapping[str, str]) -> tuple[Profile, ...
     try:
         data: Any = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{where} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+        raise ConfigError(
+            f"{where} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}"
+        ) from None
     tables = data.get("provider") if isinstance(data, dict) else None
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(f"{where} must hold a non-empty list of provider tables ([[provider]] in TOML)")
@@ -239,7 +255,9 @@ class ProviderSet:
             if model in profile.models:
                 return Choice(profile, model)
         offered = sorted({m for p in self.profiles for m in p.models})
-        return Unavailable(403, f"Model {clip(model, 80)!r} is not offered by this relay; use one of: {', '.join(offered)}.")
+        return Unavailable(
+            403, f"Model {clip(model, 80)!r} is not offered by this relay; use one of: {', '.join(offered)}."
+        )
 
     def public(self) -> list[dict[str, Any]]:
         """The choices for `/api/config`."""
