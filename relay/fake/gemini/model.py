@@ -53,6 +53,26 @@ def camel(key: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+#: Fields whose contents are the caller's own JSON (schemas, arguments, results): their keys are kept as sent.
+_OPAQUE = frozenset(
+    {"args", "response", "parameters", "parametersJsonSchema", "responseJsonSchema", "labels"}
+)
+
+
+def normalize(value: Any) -> Any:
+    """Every structural key in camel case, as protobuf's JSON parser reads both spellings (google-genai sends
+    some of each); the contents of schema, argument and result fields are left exactly as sent."""
+    if isinstance(value, list):
+        return [normalize(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = camel(key)
+        out[name] = item if name in _OPAQUE else normalize(item)
+    return out
+
+
 @dataclass
 class Memory:
     """One conversation: what was said, in order, and the handles that resume it."""
@@ -173,7 +193,7 @@ class GeminiSimModel:
         """One client message, already parsed from JSON."""
         if not isinstance(message, dict):
             return Output(close=(1007, "Invalid JSON payload received: expected an object."))
-        message = {camel(k): v for k, v in message.items()}
+        message = normalize(message)
         present = [k for k in _MESSAGE_KEYS if k in message]
         if len(present) != 1 or len(message) != 1:
             return Output(
@@ -193,7 +213,7 @@ class GeminiSimModel:
             )
         body = message[kind] if isinstance(message[kind], dict) else {}
         if kind == "realtimeInput":
-            return self._realtime_input({camel(k): v for k, v in body.items()})
+            return self._realtime_input(body)
         if kind == "clientContent":
             return self._client_content(body)
         return self._tool_response(body)
@@ -222,7 +242,16 @@ class GeminiSimModel:
             return Output(
                 close=(1007, "Request contains an invalid argument: audio must be audio/pcm;rate=N.")
             )
-        pcm = base64.b64decode(str(blob.get("data", "")))
+        try:
+            pcm = decode_bytes(blob.get("data"))
+        except ValueError:
+            return Output(
+                close=(1007, "Invalid value at 'realtime_input.audio.data' (TYPE_BYTES): invalid base64.")
+            )
+        if len(pcm) % 2:
+            return Output(
+                close=(1007, "Request contains an invalid argument: PCM16 audio has an odd byte count.")
+            )
         return self._audio(pcm, rate)
 
     def _audio(self, pcm: bytes, rate: int) -> Output:
@@ -244,9 +273,9 @@ class GeminiSimModel:
                     boundary.sample - self._vad.settings.prefix_padding_ms * _SAMPLES_PER_MS,
                 )
                 out.interrupt = out.interrupt or self.speaking
-                out.now.append({"voiceActivity": {"voiceActivityType": "ACTIVITY_START"}})
+                out.now.append({"voiceActivity": {"type": "ACTIVITY_START"}})
             else:
-                out.now.append({"voiceActivity": {"voiceActivityType": "ACTIVITY_END"}})
+                out.now.append({"voiceActivity": {"type": "ACTIVITY_END"}})
                 ended = self._user_turn_ended(boundary.sample + 50 * _SAMPLES_PER_MS)
                 out.now += ended.now
                 out.turn = ended.turn
@@ -331,6 +360,13 @@ class GeminiSimModel:
         if isinstance((self.setup or {}).get("sessionResumption"), dict):
             steps.append((0.0, self.resumption_update()))
         return steps
+
+
+def decode_bytes(data: Any) -> bytes:
+    """Bytes of a JSON `bytes` field: protobuf's JSON form takes standard and URL-safe base64 (pydantic, and so
+    google-genai, writes the URL-safe one)."""
+    text = str(data or "").replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 def _rate(mime: str) -> int | None:

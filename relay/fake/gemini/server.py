@@ -5,10 +5,10 @@ model turns, and the connection time limit (`goAway`, then close).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,7 +18,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from relay.fake.gemini.model import GeminiSimModel, Memory, Output, camel
+from relay.fake.gemini.model import GeminiSimModel, Memory, Output, decode_bytes, normalize
 from relay.fake.gemini.options import GeminiOptions
 
 log = structlog.get_logger(__name__)
@@ -56,13 +56,17 @@ class FakeGeminiServer:
         self._memories: dict[str, Memory] = {}
         self._server: Server | None = None
         self._host = "127.0.0.1"
+        self._tls = False
         self._changed = asyncio.Event()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeGeminiServer:
-        """Listen on `host:port` (0: a free port). Returns self."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> FakeGeminiServer:
+        """Listen on `host:port` (0: a free port), with TLS when `tls` is given. Returns self."""
         self._host = host
+        self._tls = tls is not None
         self._server = await serve(
-            self._handle, host, port, process_request=self._process_request, max_size=2**25
+            self._handle, host, port, process_request=self._process_request, max_size=2**25, ssl=tls
         )
         return self
 
@@ -89,12 +93,12 @@ class FakeGeminiServer:
     @property
     def url(self) -> str:
         """The `BidiGenerateContent` WebSocket URL (v1beta), as Google's."""
-        return f"ws://{self._host}:{self.port}{PATH_PREFIX}v1beta{METHOD}"
+        return f"{'wss' if self._tls else 'ws'}://{self._host}:{self.port}{PATH_PREFIX}v1beta{METHOD}"
 
     @property
     def base_url(self) -> str:
         """What google-genai's `http_options.base_url` should be to reach this server."""
-        return f"http://{self._host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
 
     async def wait_for_connection(self, count: int = 1, timeout: float = 5.0) -> GeminiRecord:
         """Wait until `count` connections were accepted; return the `count`-th."""
@@ -132,6 +136,9 @@ class FakeGeminiServer:
         key = headers.get("x-goog-api-key") or (query.get("key") or [""])[-1]
         try:
             if options.api_key is not None and key != options.api_key:
+                # The key is judged when the setup arrives, as Google's service does: the refusal is a close frame.
+                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 5)
                 await ws.close(1008, BAD_KEY_REASON)
                 return
             await _Connection(ws, options, record, self._memories).run()
@@ -180,14 +187,15 @@ class _Connection:
         if not self._options.record or not isinstance(message, dict):
             return
         self._record.received.append(message)
-        body = {camel(k): v for k, v in message.items()}.get("realtimeInput")
+        body = normalize(message).get("realtimeInput")
         blob = body.get("audio") if isinstance(body, dict) else None
         if isinstance(blob, dict):
             mime = str(blob.get("mimeType", ""))
             rate = mime.partition("rate=")[2]
             if rate.isdigit():
                 self._record.input_rates.add(int(rate))
-            self._record.input_audio += base64.b64decode(str(blob.get("data", "")))
+            with contextlib.suppress(ValueError):
+                self._record.input_audio += decode_bytes(blob.get("data"))
 
     async def _carry_out(self, output: Output) -> bool:
         if output.interrupt and self._turn is not None and not self._turn.done():

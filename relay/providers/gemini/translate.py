@@ -351,7 +351,8 @@ class GeminiTranslator:
         return out
 
     def _voice_activity(self, out: Translation, signal: dict[str, Any]) -> None:
-        kind = signal.get("voiceActivityType") or signal.get("vadSignalType")
+        # On the wire Gemini names it `type` (google-genai renames it voice_activity_type).
+        kind = signal.get("type") or signal.get("vadSignalType")
         if kind in ("ACTIVITY_START", "VAD_SIGNAL_TYPE_SOS"):
             self._speech_started(out)
         elif kind in ("ACTIVITY_END", "VAD_SIGNAL_TYPE_EOS") and self._speaking:
@@ -481,7 +482,7 @@ class GeminiTranslator:
         if self.response is None:
             if self._speaking:
                 # The model answers: the user's turn is over even without an end-of-activity signal.
-                self._voice_activity(out, {"voiceActivityType": "ACTIVITY_END"})
+                self._voice_activity(out, {"type": "ACTIVITY_END"})
             self._add_user_audio_item(out)
             voice = str(self.session["audio"]["output"].get("voice") or "")
             modality = self.session["output_modalities"][0]
