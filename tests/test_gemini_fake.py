@@ -66,13 +66,20 @@ async def until_turn_complete(session: Any, timeout: float = 10) -> list[types.L
     return messages
 
 
-CONFIG: dict[str, Any] = {
+_CONFIG: dict[str, Any] = {
     "response_modalities": ["AUDIO"],
     "input_audio_transcription": {},
     "output_audio_transcription": {},
     "session_resumption": {},
     "speech_config": {"voice_config": {"prebuilt_voice_config": {"voice_name": "Kore"}}},
 }
+
+
+def live_config(**extra: Any) -> types.LiveConnectConfig:
+    return types.LiveConnectConfig.model_validate({**_CONFIG, **extra})
+
+
+CONFIG = live_config()
 
 
 async def test_sdk_voice_turn_with_automatic_activity_detection(
@@ -94,7 +101,7 @@ async def test_sdk_voice_turn_with_automatic_activity_detection(
     activity = [m.voice_activity.voice_activity_type for m in messages if m.voice_activity]
     assert activity == [types.VoiceActivityType.ACTIVITY_START, types.VoiceActivityType.ACTIVITY_END]
     heard = "".join(
-        m.server_content.input_transcription.text
+        m.server_content.input_transcription.text or ""
         for m in messages
         if m.server_content and m.server_content.input_transcription
     )
@@ -103,15 +110,14 @@ async def test_sdk_voice_turn_with_automatic_activity_detection(
     spoken = b"".join(m.data for m in messages if m.data)
     assert 0.9 < len(spoken) / 48000 < 1.6
     said = "".join(
-        m.server_content.output_transcription.text
+        m.server_content.output_transcription.text or ""
         for m in messages
         if m.server_content and m.server_content.output_transcription
     )
     assert said.startswith("You spoke for 1.")
     usage = messages[-1].usage_metadata
-    assert (
-        usage is not None and usage.total_token_count == usage.prompt_token_count + usage.response_token_count
-    )
+    assert usage is not None and usage.prompt_token_count and usage.response_token_count
+    assert usage.total_token_count == usage.prompt_token_count + usage.response_token_count
     assert any(m.server_content and m.server_content.generation_complete for m in messages)
 
 
@@ -131,7 +137,7 @@ async def test_sdk_text_turn_tool_call_and_resumption_handle(
         }
     ]
     async with client_for(server).aio.live.connect(
-        model=GEMINI_MODEL, config={**CONFIG, "tools": tools}
+        model=GEMINI_MODEL, config=live_config(tools=tools)
     ) as session:
         await session.send_client_content(
             turns=types.Content(role="user", parts=[types.Part(text="call get_weather for Rome")]),
@@ -158,14 +164,14 @@ async def test_sdk_text_turn_tool_call_and_resumption_handle(
                     handles.append(message.session_resumption_update.new_handle)
                     break
     said = "".join(
-        m.server_content.output_transcription.text
+        m.server_content.output_transcription.text or ""
         for m in answer
         if m.server_content and m.server_content.output_transcription
     )
     assert said == 'The function returned: {"sky":"clear"}'
     assert handles and handles[0]
     # The handle resumes the same conversation on a new connection.
-    resumed = {**CONFIG, "session_resumption": {"handle": handles[0]}}
+    resumed = live_config(session_resumption={"handle": handles[0]})
     async with client_for(server).aio.live.connect(model=GEMINI_MODEL, config=resumed) as session:
         await session.send_client_content(
             turns=types.Content(role="user", parts=[types.Part(text="again")]), turn_complete=True
