@@ -43,6 +43,8 @@ def _key_forms(key: str) -> list[bytes]:
 
 
 _PROXIES: list[ScanningProxy] = []
+#: Fixtures for tests against both simulated providers (`both`, `upstreams`).
+pytest_plugins = ["tests.provider_fixtures"]
 
 sdk_events.install()
 

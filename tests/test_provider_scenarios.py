@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
-from relay.config import GA_VOICES, GEMINI_VOICES
-from relay.fake.gemini.options import GeminiOptions
-from relay.fake.gemini.server import FakeGeminiServer
-from relay.fake.server import FakeRealtimeServer
-from relay.providers.profiles import GEMINI_MODEL, Profile, ProviderSet
-from tests.conftest import TEST_API_KEY, ProxiedRelay
-from tests.gemini_checks import GeminiChecker
+from tests.conftest import ProxiedRelay
 from tests.harness import InProcessRelay
+from tests.provider_fixtures import Upstreams
 
 CLIENT_TOKEN = "client-side-token-not-the-key"
 PROVIDERS = ("openai", "gemini")
@@ -39,65 +33,6 @@ def voiced(seconds: float, rate: int = 24000, lead: float = 0.3, tail: float = 1
     voice = sum(np.sin(2 * np.pi * f * t) / (i + 1) for i, f in enumerate((180, 360, 540, 720)))
     signal = np.concatenate([np.zeros(int(lead * rate)), 6000 * voice, np.zeros(int(tail * rate))])
     return signal.astype("<i2").tobytes()
-
-
-@dataclass
-class Upstreams:
-    openai: FakeRealtimeServer
-    gemini: FakeGeminiServer
-    checker: GeminiChecker
-
-    def providers(self) -> ProviderSet:
-        return ProviderSet(
-            [
-                Profile(
-                    "openai",
-                    "openai",
-                    self.openai.url,
-                    ("gpt-realtime",),
-                    "gpt-realtime",
-                    "OPENAI_API_KEY",
-                    TEST_API_KEY,
-                    "marin",
-                    GA_VOICES,
-                    simulated=True,
-                ),
-                Profile(
-                    "gemini",
-                    "gemini",
-                    self.gemini.url,
-                    (GEMINI_MODEL,),
-                    GEMINI_MODEL,
-                    "GEMINI_API_KEY",
-                    TEST_API_KEY,
-                    "Puck",
-                    GEMINI_VOICES,
-                    simulated=True,
-                ),
-            ]
-        )
-
-
-@pytest.fixture
-async def upstreams(fake_upstream: FakeRealtimeServer) -> AsyncIterator[Upstreams]:
-    checker = GeminiChecker()
-    gemini = FakeGeminiServer(GeminiOptions(api_key=TEST_API_KEY, check=checker))
-    await gemini.start("127.0.0.1", 0)
-    try:
-        yield Upstreams(fake_upstream, gemini, checker)
-    finally:
-        await gemini.stop()
-    assert checker.checked > 0 or not gemini.connections
-    assert not checker.problems, "messages google-genai's LiveServerMessage refuses:\n" + "\n".join(
-        checker.problems
-    )
-
-
-@pytest.fixture
-async def both(
-    upstreams: Upstreams, relay_factory: Callable[..., Awaitable[ProxiedRelay[InProcessRelay]]]
-) -> ProxiedRelay[InProcessRelay]:
-    return await relay_factory(providers=upstreams.providers())
 
 
 async def collect_until(connection: Any, done: Callable[[Any], bool], timeout: float = 15) -> list[Any]:

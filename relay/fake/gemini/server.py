@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -36,6 +37,9 @@ class GeminiRecord:
     path: str
     received: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    #: time.monotonic() of each message received and sent, index by index.
+    received_at: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)
     input_audio: bytearray = field(default_factory=bytearray)
     input_rates: set[int] = field(default_factory=set)
     model: GeminiSimModel | None = None
@@ -187,6 +191,7 @@ class _Connection:
         if not self._options.record or not isinstance(message, dict):
             return
         self._record.received.append(message)
+        self._record.received_at.append(time.monotonic())
         body = normalize(message).get("realtimeInput")
         blob = body.get("audio") if isinstance(body, dict) else None
         if isinstance(blob, dict):
@@ -233,6 +238,7 @@ class _Connection:
         async with self._lock:
             if self._options.record:
                 self._record.sent.append(message)
+                self._record.sent_at.append(time.monotonic())
             with contextlib.suppress(ConnectionClosed):
                 await self._ws.send(json.dumps(message))
 
