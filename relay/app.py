@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
+from relay.providers.metrics import ProviderMetrics
 from relay.providers.openers import opener_for, session_defaults_for
 from relay.providers.profiles import Profile, ProviderSet, load_profiles
 from relay.security_headers import SecurityHeadersMiddleware, inline_style_policy
@@ -69,6 +71,7 @@ class Runtime:
     simulated: bool
     #: The upstream profiles clients choose from (`?provider=` / `?model=`); the first is the default.
     providers: ProviderSet
+    provider_metrics: ProviderMetrics
     sessions: set[RelaySession] = field(default_factory=set)
     draining: bool = False
     sessions_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -177,13 +180,15 @@ def create_app(
             providers = ProviderSet([_single_openai(config, upstream_base, api_key, simulated)])
         else:
             providers = ProviderSet(load_profiles(config, os.environ))
+    metrics = metrics or RelayMetrics(identity_label=config.metrics_identity_label)
     runtime = Runtime(
         config=config,
-        metrics=metrics or RelayMetrics(identity_label=config.metrics_identity_label),
+        metrics=metrics,
         upstream_base=upstream_base or config.upstream_url,
         api_key=config.openai_api_key if api_key is None else api_key,
         simulated=simulated,
         providers=providers,
+        provider_metrics=ProviderMetrics(metrics.registry, [p.name for p in providers.profiles]),
     )
     # One policy per profile: a session may name only its own provider's models.
     policies = {
@@ -341,6 +346,7 @@ def create_app(
     ) -> None:
         # The client's own credential stays here: the upstream handshake carries only the relay's key.
         await websocket.accept(subprotocol=subprotocol)
+        by_provider = runtime.provider_metrics.for_provider(profile.name)
         session_id = protocol.new_id("rs_", 16)
         state = SessionState(
             metrics=runtime.metrics,
@@ -362,8 +368,11 @@ def create_app(
             connect_timeout=config.upstream_connect_timeout,
             bounds=bounds,
             metrics=runtime.metrics,
-            opener=opener_for(profile, model, config.upstream_connect_timeout, bounds.heartbeat_seconds),
+            opener=opener_for(
+                profile, model, config.upstream_connect_timeout, bounds.heartbeat_seconds, by_provider
+            ),
         )
+        state.on_first_audio = by_provider.first_audio
         runtime.add(session)
         session.log.info(
             "session_opened",
@@ -376,8 +385,12 @@ def create_app(
             config.max_session_seconds, config.idle_timeout_seconds, session.last_client_activity
         )
         watchdog = asyncio.create_task(session.enforce_timers(timers), name=f"{session_id}-timers")
+        started = time.monotonic()
         try:
-            await session.run()
+            # Every line the session logs names its provider.
+            with structlog.contextvars.bound_contextvars(provider=profile.name):
+                end = await session.run()
+            by_provider.session_ended(end.outcome, time.monotonic() - started)
         finally:
             watchdog.cancel()
             runtime.discard(session)

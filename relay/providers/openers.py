@@ -9,10 +9,12 @@ translating connection (relay.providers.gemini.connection).
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from relay.providers import azure
+from relay.providers.metrics import OneProvider
 from relay.providers.profiles import Profile
 from relay.upstream import open_upstream, upstream_url
 
@@ -64,13 +66,31 @@ def session_defaults_for(profile: Profile, operator: dict[str, Any]) -> dict[str
     return defaults
 
 
-def opener_for(profile: Profile, model: str, timeout: float, heartbeat: float) -> Opener:
+def opener_for(
+    profile: Profile, model: str, timeout: float, heartbeat: float, metrics: OneProvider | None = None
+) -> Opener:
     """How a session of `profile` on `model` opens its upstream (called once per session, after the upgrade)."""
+    connect = _connector(profile, model, timeout, heartbeat, metrics)
+    if metrics is None:
+        return connect
+
+    async def timed() -> UpstreamSocket:
+        started = time.perf_counter()
+        upstream = await connect()
+        metrics.connected(time.perf_counter() - started)
+        return upstream
+
+    return timed
+
+
+def _connector(
+    profile: Profile, model: str, timeout: float, heartbeat: float, metrics: OneProvider | None
+) -> Opener:
     if profile.kind == "gemini":
         from relay.providers.gemini.connection import open_gemini
 
         async def open_translated() -> UpstreamSocket:
-            return await open_gemini(profile, model, timeout, heartbeat)
+            return await open_gemini(profile, model, timeout, heartbeat, metrics)
 
         return open_translated
     url = upstream_url(profile.url, model)

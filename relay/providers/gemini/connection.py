@@ -22,7 +22,8 @@ from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
 from relay.bounds import END_GRACE_SECONDS
-from relay.providers.gemini.translate import GeminiTranslator, Translation
+from relay.providers.gemini.translate import UNSUPPORTED, GeminiTranslator, Translation
+from relay.providers.metrics import OneProvider
 from relay.providers.profiles import Profile
 from relay.upstream import UpstreamFailure, open_upstream
 
@@ -44,8 +45,16 @@ class _Closed:
 class GeminiUpstream:
     """One translated session to Gemini Live."""
 
-    def __init__(self, profile: Profile, model: str, timeout: float, heartbeat: float) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        model: str,
+        timeout: float,
+        heartbeat: float,
+        metrics: OneProvider | None = None,
+    ) -> None:
         self._profile = profile
+        self._metrics = metrics
         self._timeout = timeout
         self._heartbeat = heartbeat
         voice = profile.voice or profile.voices[0]
@@ -135,8 +144,12 @@ class GeminiUpstream:
                 await self._ws.send(text)
             else:
                 self._hold(text)
+        refused = 0
         for event in translation.to_client:
+            refused += event.get("type") == "error" and event["error"].get("code") == UNSUPPORTED
             self._events.put_nowait(protocol.dumps(event))
+        if refused and self._metrics is not None:
+            self._metrics.refused(refused)
         if translation.setup_complete and not self._ready:
             await self._release()
         if (translation.go_away or translation.resetup) and (self._resuming is None or self._resuming.done()):
@@ -211,14 +224,18 @@ class GeminiUpstream:
         self.resumptions += 1
         self.resume_gaps_ms.append(gap_ms)
         _log.info("gemini_resumed", why=why, gap_ms=round(gap_ms, 1))
+        if self._metrics is not None:
+            self._metrics.resumed(why, gap_ms / 1000)
         if old is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(END_GRACE_SECONDS):
                     await old.close()
 
 
-async def open_gemini(profile: Profile, model: str, timeout: float, heartbeat: float) -> GeminiUpstream:
+async def open_gemini(
+    profile: Profile, model: str, timeout: float, heartbeat: float, metrics: OneProvider | None = None
+) -> GeminiUpstream:
     """Open a translated Gemini Live session for `profile` on `model`; raises `UpstreamFailure` on failure."""
-    upstream = GeminiUpstream(profile, model, timeout, heartbeat)
+    upstream = GeminiUpstream(profile, model, timeout, heartbeat, metrics)
     await upstream.start()
     return upstream
