@@ -34,8 +34,8 @@ export function isLocked(field, lockedFields = []) {
   return names.some((name) => lockedFields.includes(name));
 }
 
-/** Merge remembered settings over the defaults, ignoring anything malformed. */
-export function loadSettings(storage, serverSession = {}) {
+/** Merge remembered settings over the defaults, ignoring anything malformed (or a voice not in `voices`). */
+export function loadSettings(storage, serverSession = {}, voices = VOICES) {
   const settings = defaultSettings(serverSession);
   let stored = null;
   try {
@@ -44,7 +44,7 @@ export function loadSettings(storage, serverSession = {}) {
     stored = null;
   }
   if (stored && typeof stored === "object") {
-    if (VOICES.includes(stored.voice)) settings.voice = stored.voice;
+    if (voices.includes(stored.voice)) settings.voice = stored.voice;
     if (typeof stored.instructions === "string") settings.instructions = stored.instructions;
     for (const flag of ["transcription", "echoCancellation", "noiseSuppression", "autoGainControl"]) {
       if (typeof stored[flag] === "boolean") settings[flag] = stored[flag];
@@ -100,9 +100,13 @@ export function captureConstraints(settings) {
   };
 }
 
-/** The relay WebSocket URL on this page's origin, declaring the capture rate and asking for output at `outputRate`. */
-export function realtimeUrl(location, inputRate, outputRate) {
+/**
+ * The relay WebSocket URL on this page's origin, declaring the capture rate and asking for output at `outputRate`,
+ * and naming the chosen provider when there is one.
+ */
+export function realtimeUrl(location, inputRate, outputRate, provider = null) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const query = new URLSearchParams({ input_rate: String(inputRate), output_rate: String(outputRate) });
+  if (provider) query.set("provider", provider);
   return `${scheme}//${location.host}/v1/realtime?${query}`;
 }

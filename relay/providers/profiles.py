@@ -81,6 +81,8 @@ class Profile:
             "voices": list(self.voices),
             "voice": self.voice,
             "simulated": self.simulated,
+            # Gemini Live keeps no per-item audio the relay could cut, so the page skips the truncate.
+            "can_truncate": self.kind != "gemini",
         }
 
     def has_credential(self) -> bool:
