@@ -37,14 +37,14 @@ from relay.access import (
 )
 from relay.auth import COOKIE_NAME, AttemptLimiter, LoginCookies, TokenSet
 from relay.bounds import END_GRACE_SECONDS, SessionBounds
-from relay.config import GA_VOICES, Config
+from relay.config import Config
 from relay.limits import SessionSlots, SessionTimers, TokenBudget
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
 from relay.providers.metrics import ProviderMetrics
 from relay.providers.openers import opener_for, session_defaults_for
-from relay.providers.profiles import Profile, ProviderSet, load_profiles
+from relay.providers.profiles import Profile, ProviderSet, load_profiles, openai_profile
 from relay.security_headers import SecurityHeadersMiddleware, inline_style_policy
 from relay.session import RelaySession
 from relay.session_query import parse_session_query
@@ -146,21 +146,6 @@ def _denial_response(denial: Denial) -> JSONResponse:
     return JSONResponse(denial.body(), status_code=denial.status, headers=dict(denial.headers))
 
 
-def _single_openai(config: Config, url: str | None, key: str | None, simulated: bool) -> Profile:
-    return Profile(
-        name="openai",
-        kind="openai",
-        url=url or config.upstream_url,
-        models=config.models,
-        default_model=config.model,
-        credential_env="OPENAI_API_KEY",
-        credential=config.openai_api_key if key is None else key,
-        voice=config.voice,
-        voices=GA_VOICES,
-        simulated=simulated,
-    )
-
-
 def create_app(
     config: Config,
     *,
@@ -177,7 +162,10 @@ def create_app(
     """
     if providers is None:
         if upstream_base is not None or api_key is not None:
-            providers = ProviderSet([_single_openai(config, upstream_base, api_key, simulated)])
+            key = config.openai_api_key if api_key is None else api_key
+            providers = ProviderSet(
+                [openai_profile(config, upstream_base or config.upstream_url, key, simulated=simulated)]
+            )
         else:
             providers = ProviderSet(load_profiles(config, os.environ))
     metrics = metrics or RelayMetrics(identity_label=config.metrics_identity_label)

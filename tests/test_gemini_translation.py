@@ -15,7 +15,7 @@ from openai import AsyncOpenAI
 from tests.conftest import ProxiedRelay
 from tests.harness import InProcessRelay
 from tests.provider_fixtures import Upstreams
-from tests.test_provider_scenarios import CLIENT_TOKEN, collect_until, is_done, send_audio, voiced
+from tests.test_provider_scenarios import CLIENT_TOKEN, collect_until, is_done, send_audio, text_turn, voiced
 
 
 def gemini(relay: ProxiedRelay[InProcessRelay], **query: str) -> Any:
@@ -67,7 +67,9 @@ async def test_audio_reaches_gemini_at_16k_matching_an_offline_resample(
     assert abs(len(received) - len(offline)) <= 16
     skip = 800  # 50 ms of filter start-up at either end
     correlation = best_correlation(received[skip:-skip], offline[skip:-skip])
-    print(f"\n48 kHz client audio at Gemini (16 kHz): correlation {correlation:.5f} with an offline VHQ resample")
+    print(
+        f"\n48 kHz client audio at Gemini (16 kHz): correlation {correlation:.5f} with an offline VHQ resample"
+    )
     assert correlation >= 0.99, correlation
 
 
@@ -97,15 +99,7 @@ async def test_go_away_is_bridged_by_resumption(
             await asyncio.sleep(0.02)
         assert len(upstreams.gemini.connections) == 2
         second = upstreams.gemini.connections[1]
-        await connection.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "still there?"}],
-            }
-        )
-        await connection.response.create()
-        after = await collect_until(connection, is_done)
+        after = await text_turn(connection, "still there?")
     assert not [e for e in after if e.type == "error"]
     transcript = next(e.transcript for e in after if e.type == "response.output_audio_transcript.done")
     assert transcript == "You said: still there?"
@@ -132,11 +126,7 @@ async def test_go_away_is_bridged_by_resumption(
 async def test_what_cannot_map_is_refused_naming_gemini(both: ProxiedRelay[InProcessRelay]) -> None:
     async with gemini(both) as connection:
         await connection.session.update(session={"type": "realtime", "instructions": "Be brief."})
-        await connection.conversation.item.create(
-            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
-        )
-        await connection.response.create()
-        done = await collect_until(connection, is_done)
+        done = await text_turn(connection, "hi")
         item_id = next(e.item.id for e in done if e.type == "response.output_item.done")
         refusals: list[Any] = []
 
@@ -160,11 +150,7 @@ async def test_what_cannot_map_is_refused_naming_gemini(both: ProxiedRelay[InPro
         )
         refusals.append(await refused())
         # The session goes on.
-        await connection.conversation.item.create(
-            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "again"}]}
-        )
-        await connection.response.create()
-        again = await collect_until(connection, is_done)
+        again = await text_turn(connection, "again")
     assert [r.code for r in refusals] == ["relay_provider_unsupported"] * 5
     assert all("Gemini Live" in r.message for r in refusals)
     assert [r.param for r in refusals][2:] == [
@@ -180,18 +166,10 @@ async def test_instructions_changed_mid_session_resume_with_the_new_setup(
 ) -> None:
     async with gemini(both) as connection:
         await connection.session.update(session={"type": "realtime", "instructions": "Be brief."})
-        await connection.conversation.item.create(
-            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "one"}]}
-        )
-        await connection.response.create()
-        await collect_until(connection, is_done)
+        await text_turn(connection, "one")
         await connection.session.update(session={"type": "realtime", "instructions": "Be verbose."})
         await collect_until(connection, lambda e: e.type == "session.updated")
-        await connection.conversation.item.create(
-            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "two"}]}
-        )
-        await connection.response.create()
-        second = await collect_until(connection, is_done)
+        second = await text_turn(connection, "two")
     assert second[-1].response.status == "completed"
     connections = upstreams.gemini.connections
     assert len(connections) == 2

@@ -50,6 +50,15 @@ def is_done(event: Any) -> bool:
     return bool(event.type == "response.done")
 
 
+async def text_turn(connection: Any, text: str) -> list[Any]:
+    """A typed user message and a response.create; the events up to that response's response.done."""
+    await connection.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    )
+    await connection.response.create()
+    return await collect_until(connection, is_done)
+
+
 async def send_audio(connection: Any, pcm: bytes, frame: int = 960) -> None:
     for start in range(0, len(pcm), frame):
         await connection.input_audio_buffer.append(
@@ -97,15 +106,7 @@ async def test_voice_turn(provider: str, both: ProxiedRelay[InProcessRelay], ups
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_text_turn(provider: str, both: ProxiedRelay[InProcessRelay]) -> None:
     async with connect(both, provider) as connection:
-        await connection.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "hello there"}],
-            }
-        )
-        await connection.response.create()
-        events = await collect_until(connection, is_done)
+        events = await text_turn(connection, "hello there")
     transcript = next(e.transcript for e in events if e.type == "response.output_audio_transcript.done")
     assert transcript == "You said: hello there"
     assert events[-1].response.status == "completed"
@@ -132,15 +133,7 @@ async def test_barge_in_cancels_the_answer(provider: str, both: ProxiedRelay[InP
 async def test_tool_call_round_trip(provider: str, both: ProxiedRelay[InProcessRelay]) -> None:
     async with connect(both, provider) as connection:
         await connection.session.update(session={"type": "realtime", "tools": [WEATHER_TOOL]})
-        await connection.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "Use get_weather for Paris"}],
-            }
-        )
-        await connection.response.create()
-        first = await collect_until(connection, is_done)
+        first = await text_turn(connection, "Use get_weather for Paris")
         call = first[-1].response.output[-1]
         assert call.type == "function_call" and call.name == "get_weather"
         assert "city" in call.arguments

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from relay.config import GA_VOICES, GEMINI_VOICES, Config
-from relay.providers.profiles import GEMINI_MODEL, Profile, ProviderSet
+from relay.config import GEMINI_VOICES, Config
+from relay.providers.profiles import GEMINI_MODEL, Profile, ProviderSet, openai_profile
 
 
 def demo_providers(config: Config, openai_url: str, gemini_url: str, key: str) -> ProviderSet:
     """Both simulated upstreams, OpenAI first (the default), each marked as simulated."""
-    openai = Profile(
-        name="openai",
-        kind="openai",
-        url=openai_url,
-        models=config.models,
-        default_model=config.model,
-        credential_env="OPENAI_API_KEY",
-        credential=key,
-        voice=config.voice if config.voice in GA_VOICES else "",
-        voices=GA_VOICES,
-        simulated=True,
-    )
+    openai = openai_profile(config, openai_url, key, simulated=True)
     gemini = Profile(
         name="gemini",
         kind="gemini",

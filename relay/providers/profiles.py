@@ -194,6 +194,22 @@ def load_profiles(config: Config, env: Mapping[str, str]) -> tuple[Profile, ...]
     return (profile,)
 
 
+def openai_profile(config: Config, url: str, key: str, *, simulated: bool = False) -> Profile:
+    """The one OpenAI profile of the simple case (or the demo's simulated one): the config's models and voice."""
+    return Profile(
+        name="openai",
+        kind="openai",
+        url=url,
+        models=config.models,
+        default_model=config.model,
+        credential_env="OPENAI_API_KEY",
+        credential=key,
+        voice=config.voice if config.voice in GA_VOICES else "",
+        voices=GA_VOICES,
+        simulated=simulated,
+    )
+
+
 def _with_credential(profile: Profile, credential: str) -> Profile:
     from dataclasses import replace
 

@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
+import { MemoryStorage } from "./memory-storage.mjs";
+
 import {
   allVoices,
   canTruncate,
@@ -13,17 +15,6 @@ import {
 } from "../../web/providers.js";
 import { loadSettings, realtimeUrl, VOICES } from "../../web/session.js";
 
-class MemoryStorage {
-  constructor() {
-    this.map = new Map();
-  }
-  getItem(key) {
-    return this.map.has(key) ? this.map.get(key) : null;
-  }
-  setItem(key, value) {
-    this.map.set(key, String(value));
-  }
-}
 
 const CONFIG = {
   provider: "openai",

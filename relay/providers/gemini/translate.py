@@ -125,10 +125,14 @@ class GeminiTranslator:
         return out
 
     def _refuse(self, out: Translation, event: dict[str, Any], param: str | None, message: str) -> None:
+        self._error(out, event, UNSUPPORTED, message, param)
+
+    @staticmethod
+    def _error(
+        out: Translation, event: dict[str, Any], code: str, message: str, param: str | None = None
+    ) -> None:
         client_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-        out.to_client.append(
-            protocol.error_event(UNSUPPORTED, message, param=param, client_event_id=client_id)
-        )
+        out.to_client.append(protocol.error_event(code, message, param=param, client_event_id=client_id))
 
     def _session_update(self, out: Translation, event: dict[str, Any]) -> None:
         merged = session_map.merge_update(self.session, event.get("session"), self._voices)
@@ -185,12 +189,12 @@ class GeminiTranslator:
             )
             return
         if not self._activity_open:
-            out.to_client.append(
-                protocol.error_event(
-                    "input_audio_buffer_commit_empty",
-                    "Error committing input audio buffer: buffer is empty.",
-                    client_event_id=event.get("event_id") if isinstance(event.get("event_id"), str) else None,
-                )
+            # As OpenAI answers a commit with nothing appended since the last one.
+            self._error(
+                out,
+                event,
+                "input_audio_buffer_commit_empty",
+                "Error committing input audio buffer: buffer is empty.",
             )
             return
         self._send_audio(out, self._to_16k.flush())
@@ -298,12 +302,8 @@ class GeminiTranslator:
     def _response_cancel(self, out: Translation, event: dict[str, Any]) -> None:
         # Emulated: Gemini has no cancel, so the rest of this turn is dropped here (Gemini's context keeps it).
         if self.response is None:
-            out.to_client.append(
-                protocol.error_event(
-                    "response_cancel_not_active",
-                    "Cancellation failed: no active response found",
-                    client_event_id=event.get("event_id") if isinstance(event.get("event_id"), str) else None,
-                )
+            self._error(
+                out, event, "response_cancel_not_active", "Cancellation failed: no active response found"
             )
             return
         out.to_client.extend(self.response.cancel("client_cancelled"))
