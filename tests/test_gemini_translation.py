@@ -88,14 +88,17 @@ async def test_go_away_is_bridged_by_resumption(
         )
         await upstreams.gemini.wait_for_connection(1)
         options.connection_seconds = 600.0
-        await send_audio(connection, voiced(0.8))
+        turn = voiced(0.8)
+        await send_audio(connection, turn)
         await collect_until(connection, is_done)
         first = upstreams.gemini.connections[0]
+        sent_bytes = len(turn)
         # The microphone keeps sending, in real time, across the goAway and the switch to a new connection.
         started = time.monotonic()
         silence = bytes(960)
         while time.monotonic() - started < 3.0:
             await connection.input_audio_buffer.append(audio=base64.b64encode(silence).decode())
+            sent_bytes += len(silence)
             await asyncio.sleep(0.02)
         assert len(upstreams.gemini.connections) == 2
         second = upstreams.gemini.connections[1]
@@ -118,9 +121,10 @@ async def test_go_away_is_bridged_by_resumption(
     gap = first_audio_after - go_away_at
     print(f"\ngoAway → first audio on the resumed connection: {gap * 1000:.0f} ms")
     assert gap < 1.0
-    # No audio was lost on the way: what the client sent arrived on one connection or the other.
-    sent_16k_seconds = (len(first.input_audio) + len(second.input_audio)) / 32000
-    assert sent_16k_seconds > 0.8 + 0.3 + 1.0 + 2.5
+    # No audio was lost on the way: what the client sent (24 kHz) arrived (16 kHz) on one connection or the other,
+    # but for what the streaming resampler still holds (a few milliseconds).
+    arrived_s = (len(first.input_audio) + len(second.input_audio)) / 32000
+    assert 0 <= sent_bytes / 48000 - arrived_s < 0.02, (sent_bytes / 48000, arrived_s)
 
 
 async def test_what_cannot_map_is_refused_naming_gemini(both: ProxiedRelay[InProcessRelay]) -> None:
