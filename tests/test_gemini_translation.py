@@ -180,3 +180,16 @@ async def test_instructions_changed_mid_session_resume_with_the_new_setup(
     setup = connections[1].received[0]["setup"]
     assert setup["systemInstruction"] == {"parts": [{"text": "Be verbose."}]}
     assert setup["sessionResumption"]["handle"]
+
+
+async def test_a_gemini_refusal_reaches_the_client_as_an_error_then_a_close(
+    both: ProxiedRelay[InProcessRelay], upstreams: Upstreams
+) -> None:
+    upstreams.gemini.options.api_key = "another-key"  # the relay's key is now refused, as a close frame
+    async with gemini(both) as connection:
+        await connection.session.update(session={"type": "realtime"})
+        async with asyncio.timeout(10):
+            errors = [event async for event in connection if event.type == "error"]
+    (error,) = errors
+    assert error.error.code == "relay_upstream_protocol_error"
+    assert "code 1008: API key not valid" in error.error.message

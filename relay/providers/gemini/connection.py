@@ -190,9 +190,12 @@ class GeminiUpstream:
             return
         if code is not None and code not in _NORMAL_CLOSES:
             # Gemini reports refusals (bad setup, quota, policy) in the close frame: tell the client in words.
+            said = (reason or "no reason given")[:200]
+            if self._profile.credential:
+                said = said.replace(self._profile.credential, "[redacted]")
             message = (
-                f"{self._profile.name} (Gemini Live) closed the session with code {code}: "
-                f"{(reason or 'no reason given')[:200]}. Check the session's settings, then connect again."
+                f"{self._profile.name} (Gemini Live) closed the session with code {code}: {said}. Check the "
+                "session's settings (and the operator the profile's key), then connect again."
             )
             event = protocol.error_event(protocol.UPSTREAM_PROTOCOL_ERROR, message, error_type="server_error")
             self._events.put_nowait(protocol.dumps(event))
