@@ -104,8 +104,8 @@ def test_manual_turns_text_output_and_no_interruption_map_to_their_gemini_settin
 def test_what_a_session_update_cannot_carry_is_named() -> None:
     current = session_map.initial_session(GEMINI_MODEL, "Puck")
     for update, param in [
-        ({"tracing": "auto"}, "tracing"),
-        ({"audio": {"output": {"voice": "alloy"}}}, "audio.output.voice"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt"),
+        ({"audio": {"output": {"voice": "Nova"}}}, "audio.output.voice"),
         ({"audio": {"input": {"format": {"type": "audio/pcma"}}}}, "audio.input.format"),
         (
             {"audio": {"input": {"turn_detection": {"type": "server_vad", "create_response": False}}}},
@@ -117,6 +117,15 @@ def test_what_a_session_update_cannot_carry_is_named() -> None:
         refused = session_map.merge_update(current, update, VOICES)
         assert isinstance(refused, session_map.Refused) and refused.param == param, update
         assert "Gemini Live" in refused.message
+
+
+def test_an_openai_voice_keeps_the_providers_own_and_tracing_is_left_out() -> None:
+    current = session_map.initial_session(GEMINI_MODEL, "Puck")
+    merged = session_map.merge_update(
+        current, {"audio": {"output": {"voice": "alloy"}}, "tracing": "auto"}, VOICES
+    )
+    assert isinstance(merged, dict)
+    assert merged["audio"]["output"]["voice"] == "Puck" and "tracing" not in merged
 
 
 def frames(translator: GeminiTranslator, *events: dict[str, Any]) -> list[Any]:
@@ -216,6 +225,33 @@ def test_a_model_turn_becomes_one_response_with_usage() -> None:
     assert done["status"] == "completed"
     assert done["output"][0]["content"] == [{"type": "output_audio", "transcript": "Hi"}]
     assert done["usage"]["total_tokens"] == 14 and done["usage"]["output_tokens"] == 4
+
+
+def test_retrieve_answers_with_the_item_as_the_client_was_shown_it() -> None:
+    translator = GeminiTranslator(GEMINI_MODEL, "Puck", VOICES, "low-latency")
+    created = translator.from_client(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "id": "item_1",
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "hi"}],
+                },
+            }
+        )
+    )
+    assert [e["type"] for e in created.to_client] == ["conversation.item.added", "conversation.item.done"]
+    (retrieved,) = translator.from_client(
+        json.dumps({"type": "conversation.item.retrieve", "item_id": "item_1"})
+    ).to_client
+    assert retrieved["type"] == "conversation.item.retrieved"
+    assert retrieved["item"]["content"] == [{"type": "input_text", "text": "hi"}]
+    (missing,) = translator.from_client(
+        json.dumps({"type": "conversation.item.retrieve", "item_id": "nope"})
+    ).to_client
+    assert missing["error"]["code"] == "invalid_value" and missing["error"]["param"] == "item_id"
 
 
 def test_usage_by_modality() -> None:

@@ -10,6 +10,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from relay.config import GA_VOICES
 from relay.protocol import API_RATE, new_id
 
 PROVIDER = "Gemini Live"
@@ -26,6 +27,7 @@ _HONOURED_KEYS = frozenset(
         "max_output_tokens",
     }
 )
+_IGNORED_KEYS = frozenset({"tracing"})
 _AUDIO_KEYS = {
     "input": frozenset({"format", "transcription", "turn_detection", "noise_reduction"}),
     "output": frozenset({"format", "voice"}),
@@ -81,6 +83,8 @@ def merge_update(current: dict[str, Any], update: Any, voices: tuple[str, ...]) 
     """The session after `update`, or why it cannot be applied (the current session is left as it was)."""
     if not isinstance(update, dict):
         return Refused("session", "session.update needs a session object.")
+    # OpenAI's own tracing has no Gemini counterpart and changes nothing in the conversation: left out.
+    update = {k: v for k, v in update.items() if k not in _IGNORED_KEYS}
     unknown = sorted(set(update) - _HONOURED_KEYS)
     if unknown:
         return _refuse(unknown[0], "the field has no Gemini Live equivalent; remove it from the update.")
@@ -124,6 +128,10 @@ def _merge_audio(audio: dict[str, Any], update: Any, voices: tuple[str, ...]) ->
                         param, "Gemini Live takes PCM only; use audio/pcm (G.711 is not translated)."
                     )
                 continue  # the rate is the relay's business (it resamples); the API-side rate stays 24000
+            if key == "voice" and field in GA_VOICES and field not in voices:
+                # A client that knows only OpenAI's voices (the Agents SDK sends one by default) keeps the
+                # provider's; the session it is shown names the voice really used.
+                continue
             if key == "voice" and field not in voices:
                 return _refuse(param, f"use one of its voices: {', '.join(voices)}.")
             if key == "turn_detection" and isinstance(field, dict) and field.get("create_response") is False:
@@ -131,7 +139,13 @@ def _merge_audio(audio: dict[str, Any], update: Any, voices: tuple[str, ...]) ->
                     f"{param}.create_response",
                     "Gemini always answers at the end of a turn; use turn_detection: null for manual turns.",
                 )
-            if key == "turn_detection" and isinstance(field, dict) and isinstance(audio[side].get(key), dict):
+            before = audio[side].get(key)
+            same_kind = (
+                isinstance(before, dict)
+                and isinstance(field, dict)
+                and field.get("type", before.get("type")) == before.get("type")
+            )
+            if key == "turn_detection" and isinstance(field, dict) and same_kind:
                 audio[side][key] = {**audio[side][key], **field}
             else:
                 audio[side][key] = copy.deepcopy(field)

@@ -5,13 +5,15 @@ and what goes to the client. The socket work (connecting, waiting for `setupComp
 is relay.providers.gemini.connection's.
 
 What cannot be mapped faithfully is refused with an OpenAI-shaped `error` naming Gemini Live
-(`relay_provider_unsupported`): `conversation.item.truncate`/`delete`/`retrieve`, per-response overrides, a
-voice change once the session has started, G.711 audio. What is emulated is said where it is done.
+(`relay_provider_unsupported`): `conversation.item.truncate`/`delete`, per-response overrides, a voice change once
+the session has started, G.711 audio. What is emulated (`conversation.item.retrieve`, `response.cancel`, setup
+changes) is said where it is done.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +85,8 @@ class GeminiTranslator:
         self._tool_results_sent = False
         #: The newest session resumption handle Gemini gave (None until it gives one).
         self.resumption_handle: str | None = None
+        # Every conversation item as the client was last shown it, for conversation.item.retrieve.
+        self._items: dict[str, dict[str, Any]] = {}
 
     # -- opening and setup -----------------------------------------------------------------------------------
 
@@ -122,7 +126,26 @@ class GeminiTranslator:
             )
             return out
         handler(self, out, event)
+        self._remember(out)
         return out
+
+    def _remember(self, out: Translation) -> None:
+        for event in out.to_client:
+            if event["type"] in ("conversation.item.added", "conversation.item.done"):
+                self._items[event["item"]["id"]] = event["item"]
+            elif event["type"] == "conversation.item.input_audio_transcription.completed":
+                item = self._items.get(event["item_id"])
+                if item is not None:
+                    item["content"] = [{"type": "input_audio", "transcript": event["transcript"]}]
+
+    def _retrieve(self, out: Translation, event: dict[str, Any]) -> None:
+        # Emulated from what the relay has seen: the items and their transcripts, not Gemini's audio.
+        item_id = event.get("item_id")
+        item = self._items.get(item_id) if isinstance(item_id, str) else None
+        if item is None:
+            self._error(out, event, "invalid_value", f"Item with item_id not found: {item_id}", "item_id")
+            return
+        out.to_client.append(server_event("conversation.item.retrieved", item=copy.deepcopy(item)))
 
     def _refuse(self, out: Translation, event: dict[str, Any], param: str | None, message: str) -> None:
         self._error(out, event, UNSUPPORTED, message, param)
@@ -348,6 +371,7 @@ class GeminiTranslator:
             self._server_content(out, message["serverContent"] or {})
         if "toolCall" in message:
             self._tool_call(out, message["toolCall"] or {})
+        self._remember(out)
         return out
 
     def _voice_activity(self, out: Translation, signal: dict[str, Any]) -> None:
@@ -522,5 +546,5 @@ _CLIENT_HANDLERS = {
     "response.cancel": GeminiTranslator._response_cancel,
     "conversation.item.truncate": GeminiTranslator._not_mappable,
     "conversation.item.delete": GeminiTranslator._not_mappable,
-    "conversation.item.retrieve": GeminiTranslator._not_mappable,
+    "conversation.item.retrieve": GeminiTranslator._retrieve,
 }
