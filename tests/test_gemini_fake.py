@@ -5,13 +5,17 @@ it sends is also validated against `LiveServerMessage` (which forbids unknown ke
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import websockets
 from google import genai
 from google.genai import errors, types
 
@@ -20,6 +24,7 @@ from relay.fake.gemini.server import FakeGeminiServer
 from relay.providers.profiles import GEMINI_MODEL
 from tests.conftest import TEST_API_KEY
 from tests.gemini_checks import GeminiChecker
+from tests.harness import REPO, free_port, stop_process
 from tests.tls import loopback_tls
 
 
@@ -215,3 +220,41 @@ async def test_refusals_reach_the_sdk_as_errors(
     with pytest.raises(errors.APIError, match=reason):
         async with client_for(server, key).aio.live.connect(model=model, config=CONFIG) as session:
             await until_turn_complete(session, timeout=2)
+
+
+async def test_the_command_serves_it_with_a_short_connection_limit() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "fake-upstream",
+            "--kind",
+            "gemini",
+            "--port",
+            str(port),
+            "--connection-seconds",
+            "1.5",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"ws://127.0.0.1:{port}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    ws = await websockets.connect(url)
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+        async with ws:
+            await ws.send(json.dumps({"setup": {"model": f"models/{GEMINI_MODEL}"}}))
+            assert "setupComplete" in json.loads(await ws.recv())
+            async with asyncio.timeout(5):
+                go_away = json.loads(await ws.recv())
+            assert go_away == {"goAway": {"timeLeft": "0.75s"}}
+    finally:
+        stop_process(process)
