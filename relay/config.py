@@ -163,6 +163,8 @@ SETTINGS: tuple[Setting, ...] = (
         _str,
         "",
         "Azure Entra ID: a command printing a bearer token, run for each new upstream connection.",
+        # Its arguments may hold a secret (a client secret, a password): never logged, env only.
+        secret=True,
     ),
     Setting(
         "upstream_token_file",
