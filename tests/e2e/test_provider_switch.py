@@ -50,7 +50,7 @@ async def test_switch_provider_and_hold_a_spoken_turn_with_each(
     # Two phrases, far enough apart for the first turn to be answered and played before the switch.
     wav, _ = microphone_wav(
         tmp_path / "two-turns.wav",
-        [1.0, "Hello there, how are you today?", 7.0, "And now the other model, please.", 4.0],
+        [1.0, "Hello there, how are you today?", 9.0, "And now the other model, please.", 4.0],
     )
     relay = await start_relay("--demo", api_key=None)
     web = await open_page(await launch_browser(wav), relay.base_url)
