@@ -254,6 +254,15 @@ def test_retrieve_answers_with_the_item_as_the_client_was_shown_it() -> None:
     assert missing["error"]["code"] == "invalid_value" and missing["error"]["param"] == "item_id"
 
 
+def test_clear_is_refused_once_gemini_has_heard_speech_of_the_turn() -> None:
+    translator = GeminiTranslator(GEMINI_MODEL, "Puck", VOICES, "low-latency")
+    clear = json.dumps({"type": "input_audio_buffer.clear"})
+    assert [e["type"] for e in translator.from_client(clear).to_client] == ["input_audio_buffer.cleared"]
+    translator.from_gemini(json.dumps({"voiceActivity": {"type": "ACTIVITY_START"}}))
+    (refused,) = translator.from_client(clear).to_client
+    assert refused["error"]["code"] == UNSUPPORTED and "cannot forget" in refused["error"]["message"]
+
+
 def test_usage_by_modality() -> None:
     usage = usage_from(
         {

@@ -232,7 +232,8 @@ class GeminiTranslator:
         self._add_user_audio_item(out)
 
     def _clear(self, out: Translation, event: dict[str, Any]) -> None:
-        if self._activity_open:
+        # Audio goes to Gemini as it comes; only a buffer holding no speech can honestly be called cleared.
+        if self._activity_open or self._speaking:
             self._refuse(
                 out,
                 event,
