@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,9 @@ from relay.limits import SessionTimers
 from relay.metrics import RelayMetrics
 from relay.policy import SessionPolicy
 from relay.protocol import CloseCode
+from relay.providers.metrics import ProviderMetrics
+from relay.providers.openers import opener_for, session_defaults_for
+from relay.providers.profiles import Profile, ProviderSet, load_profiles, openai_profile
 from relay.security_headers import SecurityHeadersMiddleware, inline_style_policy
 from relay.session import RelaySession
 from relay.session_query import parse_session_query
@@ -70,6 +75,9 @@ class Runtime:
     api_key: str
     simulated: bool
     tools: ServerTools
+    #: The upstream profiles clients choose from (`?provider=` / `?model=`); the first is the default.
+    providers: ProviderSet
+    provider_metrics: ProviderMetrics
     sessions: set[RelaySession] = field(default_factory=set)
     draining: bool = False
     sessions_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -153,9 +161,22 @@ def create_app(
     api_key: str | None = None,
     simulated: bool = False,
     shared: SharedState | None = None,
+    providers: ProviderSet | None = None,
 ) -> Starlette:
-    """Build the relay's public application. `upstream_base`/`api_key` override the config (demo mode); `shared`
-    is where limits are counted (default: Redis when RELAY_REDIS_URL is set, else this process)."""
+    """Build the relay's public application.
+
+    `providers` are the upstream profiles (default: from the config and the environment); `upstream_base` and
+    `api_key` instead make one OpenAI profile of them (demo mode, tests). `shared` is where limits are counted
+    (default: Redis when RELAY_REDIS_URL is set, else this process).
+    """
+    if providers is None:
+        if upstream_base is not None or api_key is not None:
+            key = config.openai_api_key if api_key is None else api_key
+            providers = ProviderSet(
+                [openai_profile(config, upstream_base or config.upstream_url, key, simulated=simulated)]
+            )
+        else:
+            providers = ProviderSet(load_profiles(config, os.environ))
     metrics = metrics or RelayMetrics(identity_label=config.metrics_identity_label)
     runtime = Runtime(
         config=config,
@@ -164,8 +185,14 @@ def create_app(
         api_key=config.openai_api_key if api_key is None else api_key,
         simulated=simulated,
         tools=ServerTools(config, metrics.registry),
+        providers=providers,
+        provider_metrics=ProviderMetrics(metrics.registry, [p.name for p in providers.profiles]),
     )
-    policy = SessionPolicy(locked_fields=config.locked_fields, allowed_models=config.models)
+    # One policy per profile: a session may name only its own provider's models.
+    policies = {
+        p.name: SessionPolicy(locked_fields=config.locked_fields, allowed_models=p.models)
+        for p in runtime.providers.profiles
+    }
     bounds = SessionBounds.from_config(config)
     # Without RELAY_COOKIE_SECRET, logins are signed with a key that lives as long as the process.
     shared = shared or open_shared_state(config, runtime.metrics.registry)
@@ -211,7 +238,9 @@ def create_app(
         return JSONResponse(
             {
                 "simulated": runtime.simulated,
-                "model": config.model,
+                "model": runtime.providers.default.default_model,
+                "provider": runtime.providers.default.name,
+                "providers": runtime.providers.public(),
                 "auth": auth,
                 "session": {
                     "voice": config.voice,
@@ -313,7 +342,7 @@ def create_app(
             await refuse(websocket, door_request, admission)
             return
         identity = admission.identity
-        query = parse_session_query(websocket.query_params.multi_items(), config)
+        query = parse_session_query(websocket.query_params.multi_items(), config, runtime.providers)
         if isinstance(query, Denial):
             await refuse(websocket, door_request, query)
             return
@@ -341,10 +370,12 @@ def create_app(
             await refuse(websocket, door_request, lease)
             return
         try:
+            profile = runtime.providers.get(query.provider or "") or runtime.providers.default
             await run_session(
                 websocket,
                 identity,
                 admission.subprotocol,
+                profile,
                 query.model,
                 query.rates,
                 seed=seed,
@@ -357,6 +388,7 @@ def create_app(
         websocket: WebSocket,
         identity: str,
         subprotocol: str | None,
+        profile: Profile,
         model: str,
         rates: dict[str, int],
         *,
@@ -364,9 +396,10 @@ def create_app(
         continued: str | None,
     ) -> None:
         # The client's own credential stays here: the upstream handshake carries only the relay's key.
+        by_provider = runtime.provider_metrics.for_provider(profile.name)
         session_id = protocol.new_id("rs_", 16)
         tools = runtime.tools.for_session(identity)
-        defaults = runtime.session_defaults()
+        defaults = session_defaults_for(profile, runtime.session_defaults())
         if tools is not None:
             defaults["tools"] = tools.calls.definitions
         tap = conversations.tap(
@@ -374,7 +407,7 @@ def create_app(
         )
         state = SessionState(
             metrics=runtime.metrics,
-            policy=policy,
+            policy=policies[profile.name],
             resampler_quality=config.resampler,
             bounds=bounds,
             session_defaults=defaults or None,
@@ -390,30 +423,43 @@ def create_app(
             state,
             session_id=session_id,
             identity=identity,
-            upstream_url=upstream_url(runtime.upstream_base, model),
-            api_key=runtime.api_key,
+            upstream_url=upstream_url(profile.url, model),
+            api_key=profile.credential,
             connect_timeout=config.upstream_connect_timeout,
             bounds=bounds,
             metrics=runtime.metrics,
             subprotocol=subprotocol,
             tool_runner=tools.runner if tools is not None else None,
+            opener=opener_for(
+                profile, model, config.upstream_connect_timeout, bounds.heartbeat_seconds, by_provider
+            ),
         )
+        state.on_first_audio = by_provider.first_audio
         session.summary_extra = tap.summary_fields
-        session.renewal = conversations.renewal(tap)
+        # A translated provider resumes its own connections (Gemini Live's session resumption).
+        session.renewal = conversations.renewal(tap) if profile.kind != "gemini" else None
         session.recorder = tap.recorder
-        if tap.rollover is not None:
+        if tap.rollover is not None and session.renewal is not None:
             state.swallow = tap.rollover.swallow
         tap.opened()
         runtime.add(session)
         session.log.info(
-            "session_opened", model=model, input_rate=state.input_rate, output_rate=state.output_rate
+            "session_opened",
+            provider=profile.name,
+            model=model,
+            input_rate=state.input_rate,
+            output_rate=state.output_rate,
         )
         timers = SessionTimers(
             config.max_session_seconds, config.idle_timeout_seconds, session.last_client_activity
         )
         watchdog = asyncio.create_task(session.enforce_timers(timers), name=f"{session_id}-timers")
+        started = time.monotonic()
         try:
-            await session.run()
+            # Every line the session logs names its provider.
+            with structlog.contextvars.bound_contextvars(provider=profile.name):
+                end = await session.run()
+            by_provider.session_ended(end.outcome, time.monotonic() - started)
         finally:
             watchdog.cancel()
             tap.closed()

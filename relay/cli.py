@@ -31,6 +31,7 @@ from relay.connection_guard import metrics_http_protocol, public_http_protocol, 
 from relay.listeners import Listener, ListenError, Sockets, bound_port
 from relay.logging import configure_logging
 from relay.metrics import RelayMetrics
+from relay.providers.profiles import ProviderSet, load_profiles
 from relay.startup import config_fields, first_line
 from relay.tools.hub import ToolStartupError
 from relay.tools.settings import ToolSettingsError, load_tool_settings
@@ -100,7 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
             env_only={"--" + s.name.replace("_", "-"): s.env for s in SETTINGS if s.secret},
         )
     )
-    fake = sub.add_parser("fake-upstream", help="serve the simulated Realtime model alone")
+    fake = sub.add_parser("fake-upstream", help="serve the simulated Realtime (or Gemini Live) model alone")
+    fake.add_argument(
+        "--kind",
+        choices=["openai", "gemini"],
+        default="openai",
+        help="which protocol to serve (default openai)",
+    )
+    fake.add_argument(
+        "--connection-seconds",
+        type=float,
+        default=600.0,
+        help="gemini: a connection's time limit, announced by goAway one second before (default 600)",
+    )
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8765)
     fake.add_argument(
@@ -161,9 +174,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         print(f"realtime-relay: {problem}", file=sys.stderr)
         return 2
-    if not config.openai_api_key and not config.demo:
-        print(f"realtime-relay: {NO_KEY_MESSAGE}", file=sys.stderr)
-        return 2
+    providers = None
+    if not config.demo:
+        try:
+            providers = ProviderSet(load_profiles(config, os.environ))
+        except ConfigError as exc:
+            print(f"realtime-relay: {exc}", file=sys.stderr)
+            return 2
+        missing = [p for p in providers.profiles if not p.has_credential()]
+        if missing and config.providers_file is None and missing[0].kind == "openai":
+            print(f"realtime-relay: {NO_KEY_MESSAGE}", file=sys.stderr)
+            return 2
+        if missing:
+            names = ", ".join(f"{p.credential_env} (provider {p.name!r})" for p in missing)
+            print(
+                f"realtime-relay: {names} not set; set it, or run `realtime-relay --demo`.", file=sys.stderr
+            )
+            return 2
     try:
         load_tool_settings(config.tools_file, demo=config.demo)
     except ToolSettingsError as exc:
@@ -174,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenError as exc:
         print(f"realtime-relay: {exc}", file=sys.stderr)
         return 1
-    configure_logging(config.log_format, config.log_level, secrets=serve_secrets(config))
+    configure_logging(config.log_format, config.log_level, secrets=serve_secrets(config, providers))
     try:
         with contextlib.suppress(KeyboardInterrupt):
             if workers > 1:
@@ -192,16 +219,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 _run(supervise(config, sockets, workers))
             else:
-                _run(serve(config, sockets))
+                _run(serve(config, sockets, providers))
     except ToolStartupError as exc:
         print(f"realtime-relay: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def serve_secrets(config: Config) -> tuple[str, ...]:
-    """Values the logs must never show (the Redis URL may carry a password)."""
-    return (config.openai_api_key, config.cookie_secret, config.redis_url, *config.access_tokens)
+def serve_secrets(config: Config, providers: ProviderSet | None = None) -> tuple[str, ...]:
+    """Values the logs must never show (the Redis URL may carry a password; each provider its credential)."""
+    credentials = tuple(p.credential for p in (providers.profiles if providers else ()) if p.credential)
+    return (
+        config.openai_api_key,
+        config.cookie_secret,
+        config.redis_url,
+        *config.access_tokens,
+        *credentials,
+    )
 
 
 def _bind(config: Config) -> Sockets:
@@ -298,6 +332,21 @@ def _run_fake_upstream(args: argparse.Namespace) -> int:
     from relay.fake.server import run_fake_upstream
 
     configure_logging("auto", "info")
+    if args.kind == "gemini":
+        from relay.fake.gemini.options import GeminiOptions
+        from relay.fake.gemini.server import run_fake_gemini
+
+        gemini = GeminiOptions(
+            api_key=args.api_key,
+            first_audio_delay=args.first_audio_delay,
+            audio_speed=args.audio_speed,
+            connection_seconds=args.connection_seconds,
+            go_away_seconds=min(1.0, args.connection_seconds / 2),
+            record=False,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            _run(run_fake_gemini(args.host, args.port, gemini))
+        return 0
     # Options named as on the command line carry over as they are.
     same = [
         "api_key",
@@ -377,27 +426,46 @@ class _DrainingServer(uvicorn.Server):
             server.should_exit = True
 
 
-async def serve(config: Config, sockets: Sockets | None = None, *, worker: WorkerRole | None = None) -> None:
+async def serve(
+    config: Config,
+    sockets: Sockets | None = None,
+    providers: ProviderSet | None = None,
+    *,
+    worker: WorkerRole | None = None,
+) -> None:
     """Run the public listener and the metrics listener until a shutdown signal.
 
-    `sockets` are the listeners already bound by `main` (bound here when not given). A `worker` of `--workers N`
-    leaves the start-up lines to its parent, and drains when the parent is gone.
+    `sockets` are the listeners already bound by `main` (bound here when not given); `providers` the upstream
+    profiles (in demo mode: the simulated OpenAI and Gemini models). A `worker` of `--workers N` leaves the
+    start-up lines to its parent, and drains when the parent is gone.
     """
     if sockets is None:
         sockets = _bind(config)
     metrics = RelayMetrics(identity_label=config.metrics_identity_label)
     fake_server = None
+    gemini_server = None
     upstream_base, api_key = config.upstream_url, config.openai_api_key
     if config.demo:
+        from relay.fake.gemini.options import GeminiOptions
+        from relay.fake.gemini.server import FakeGeminiServer
         from relay.fake.model import FakeOptions
         from relay.fake.server import FakeRealtimeServer
+        from relay.providers.demo import demo_providers
 
         demo_key = "demo-" + secrets.token_urlsafe(16)
         fake_server = FakeRealtimeServer(FakeOptions(api_key=demo_key, pace_audio=True, record=False))
         await fake_server.start("127.0.0.1", 0)
         upstream_base, api_key = fake_server.url, demo_key
+        gemini_server = FakeGeminiServer(GeminiOptions(api_key=demo_key, record=False))
+        await gemini_server.start("127.0.0.1", 0)
+        providers = demo_providers(config, fake_server.url, gemini_server.url, demo_key)
     app = create_app(
-        config, metrics=metrics, upstream_base=upstream_base, api_key=api_key, simulated=config.demo
+        config,
+        metrics=metrics,
+        upstream_base=upstream_base,
+        api_key=api_key,
+        simulated=config.demo,
+        providers=providers,
     )
 
     async def exposition(request: Request) -> Response:
@@ -450,6 +518,8 @@ async def serve(config: Config, sockets: Sockets | None = None, *, worker: Worke
             orphan_watch.cancel()
         if fake_server is not None:
             await fake_server.stop()
+        if gemini_server is not None:
+            await gemini_server.stop()
 
 
 async def _drain_when_orphaned(server: uvicorn.Server, parent_pid: int) -> None:

@@ -24,6 +24,8 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 GA_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+#: Gemini Live's prebuilt voices (relay.providers: a Gemini profile offers these).
+GEMINI_VOICES = ("Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr")
 
 
 class ConfigError(ValueError):
@@ -108,8 +110,8 @@ def _path(value: str) -> Path | None:
 
 
 def _voice(value: str) -> str:
-    if value and value not in GA_VOICES:
-        raise ValueError("expected one of " + ", ".join(GA_VOICES))
+    if value and value not in GA_VOICES + GEMINI_VOICES:
+        raise ValueError("expected one of " + ", ".join(GA_VOICES + GEMINI_VOICES))
     return value
 
 
@@ -158,6 +160,36 @@ SETTINGS: tuple[Setting, ...] = (
         _ws_url,
         "wss://api.openai.com/v1/realtime",
         "Realtime WebSocket URL of OpenAI or any OpenAI-compatible server.",
+    ),
+    Setting(
+        "upstream_kind",
+        "RELAY_UPSTREAM_KIND",
+        _choice("openai", "azure", "gemini"),
+        "openai",
+        "Protocol of RELAY_UPSTREAM_URL: openai, azure (key in AZURE_OPENAI_API_KEY) or gemini (GEMINI_API_KEY).",
+    ),
+    Setting(
+        "upstream_token_command",
+        "RELAY_UPSTREAM_TOKEN_COMMAND",
+        _str,
+        "",
+        "Azure Entra ID: a command printing a bearer token, run for each new upstream connection.",
+        # Its arguments may hold a secret (a client secret, a password): never logged, env only.
+        secret=True,
+    ),
+    Setting(
+        "upstream_token_file",
+        "RELAY_UPSTREAM_TOKEN_FILE",
+        _path,
+        "",
+        "Azure Entra ID: a file holding a bearer token, read for each new upstream connection.",
+    ),
+    Setting(
+        "providers_file",
+        "RELAY_PROVIDERS_FILE",
+        _path,
+        "",
+        "TOML or JSON file of several upstream profiles (replaces RELAY_UPSTREAM_*); see the README.",
     ),
     Setting(
         "host",
@@ -563,6 +595,10 @@ class Config:
 
     openai_api_key: str = ""
     upstream_url: str = "wss://api.openai.com/v1/realtime"
+    upstream_kind: str = "openai"
+    upstream_token_command: str = ""
+    upstream_token_file: Path | None = None
+    providers_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     metrics_host: str = "127.0.0.1"
@@ -700,6 +736,8 @@ def _check_consistency(config: Config) -> None:
         )
     if config.tools_file is not None and not config.tools_file.is_file():
         raise ConfigError(f"RELAY_TOOLS_FILE={str(config.tools_file)!r} is not a readable file")
+    if config.providers_file is not None and not config.providers_file.is_file():
+        raise ConfigError(f"RELAY_PROVIDERS_FILE={str(config.providers_file)!r} is not a readable file")
     if config.port and config.port == config.metrics_port and config.host == config.metrics_host:
         raise ConfigError("RELAY_METRICS_PORT must differ from RELAY_PORT: /metrics is never served publicly")
 

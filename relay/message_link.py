@@ -67,8 +67,8 @@ class MessageLink:
             self._wake.set()
 
     def write_raw(self, frame: bytes | memoryview) -> None:
-        """Never called: messages from a translated upstream carry no frame to forward."""
-        raise RuntimeError("a translated upstream has no frames to forward as they came")
+        """Never called: a translating socket takes events, not frames (the session sends it text)."""
+        raise RuntimeError("a translating upstream takes events, not frames")
 
     def close(self, code: int, reason: str = "") -> None:
         """Close the socket (dropped if that takes longer than the close grace)."""

@@ -125,6 +125,8 @@ class RelaySession:
         self._opener = opener
         self._url = upstream_url
         self._api_key = api_key
+        #: How this session's provider opens its upstream (None: the OpenAI socket at `upstream_url`).
+        self._opener = opener
         self._connect_timeout = connect_timeout
         self._metrics = metrics
         self._bounds = bounds
@@ -133,6 +135,8 @@ class RelaySession:
         #: The upstream link once it is open; `_upstream` is set only after the held events went out.
         self._opened: UpstreamLink | None = None
         self._upstream: UpstreamLink | None = None
+        #: The upstream takes frames (a `FrameLink`): a client's unchanged frame is forwarded as it came.
+        self._frames_upstream = False
         self._connecting: asyncio.Task[None] | None = None
         self._slicing: asyncio.Task[None] | None = None
         self._pending: deque[str] = deque()
@@ -304,7 +308,7 @@ class RelaySession:
         upstream = self._upstream
         if upstream is not None:
             for out in actions.to_upstream:
-                if out is text and raw is not None:
+                if out is text and raw is not None and self._frames_upstream:
                     upstream.write_raw(raw)  # judged and unchanged: the client's frame goes on as it came
                 else:
                     upstream.send_text(out)
@@ -445,6 +449,7 @@ class RelaySession:
             link.send_text(held)
             self._sent(held)
         # Nothing is awaited from here on: the client's frames now go straight up, after the held ones.
+        self._frames_upstream = dialled is not None
         self._upstream = link
         if self._end is None:
             self._unhold(_HOLD_PENDING)

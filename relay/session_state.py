@@ -176,6 +176,8 @@ class SessionState:
         self._before_created: list[str] = []
         #: Per-identity counters; the session sets them for its identity (a no-op unless the label is on).
         self.identity_metrics: IdentityMetrics = NO_IDENTITY_METRICS
+        #: Told every wait for first audio too (the provider's own series, relay.providers.metrics).
+        self.on_first_audio: Callable[[float], None] | None = None
         self.turns = 0
         self.first_audio_waits: list[float] = []
         self.audio_seconds = {TO_UPSTREAM: 0.0, TO_CLIENT: 0.0}
@@ -904,6 +906,8 @@ class SessionState:
         wait = self._clock() - started
         self.first_audio_waits[-1] = wait
         self._metrics.observe_first_audio(trigger, wait)
+        if self.on_first_audio is not None:
+            self.on_first_audio(wait)
 
     def _count_audio_in(self, nbytes: int) -> None:
         seconds = nbytes / self._in_bytes_per_second

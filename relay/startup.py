@@ -23,7 +23,11 @@ def page_url(host: str, port: int) -> str:
 def model_description(config: Config) -> str:
     """Which model sessions talk to, and in demo mode why."""
     if not config.demo:
-        return f"OpenAI at {config.upstream_url}"
+        if config.providers_file is not None:
+            return f"the providers in {config.providers_file}"
+        if config.upstream_kind == "gemini":
+            return "Gemini Live (translated)"
+        return f"{'Azure OpenAI' if config.upstream_kind == 'azure' else 'OpenAI'} at {config.upstream_url}"
     reason = "--demo" if config.openai_api_key else "OPENAI_API_KEY is not set"
     return f"simulated, offline ({reason})"
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import websockets
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from relay import protocol
+from relay.bounds import END_GRACE_SECONDS
 from relay.protocol import CloseCode
 from relay.wire.dial import Dialled, dial
 
@@ -132,5 +135,35 @@ async def open_upstream(
         sent["Authorization"] = f"Bearer {api_key}"
     try:
         return await dial(url, sent, timeout)
+    except Exception as exc:
+        raise classify_failure(exc, url, timeout, credential_name) from None
+
+
+async def open_message_socket(
+    url: str,
+    timeout: float,
+    heartbeat: float,
+    *,
+    headers: dict[str, str],
+    credential_name: str,
+) -> ClientConnection:
+    """Open a WebSocket whose messages a translating provider reads and writes itself (relay.providers.gemini);
+    raise `UpstreamFailure` on any failure. It is pinged every `heartbeat` seconds and counts as lost when an
+    answer takes as long again.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await connect(
+                url,
+                additional_headers=headers,
+                user_agent_header="realtime-relay",
+                max_size=UPSTREAM_MAX_MESSAGE_BYTES,
+                compression=None,  # audio is base64 and barely compresses
+                open_timeout=None,
+                max_queue=64,  # a deep read queue only hides backpressure
+                ping_interval=heartbeat,
+                ping_timeout=heartbeat,
+                close_timeout=END_GRACE_SECONDS,
+            )
     except Exception as exc:
         raise classify_failure(exc, url, timeout, credential_name) from None

@@ -16,6 +16,7 @@ import pytest
 
 from relay.fake.model import FakeOptions
 from relay.fake.server import FakeRealtimeServer
+from relay.providers.profiles import ProviderSet
 from tests import sdk_events
 from tests.harness import (
     InProcessRelay,
@@ -42,6 +43,8 @@ def _key_forms(key: str) -> list[bytes]:
 
 
 _PROXIES: list[ScanningProxy] = []
+#: Fixtures for tests against both simulated providers (`both`, `upstreams`).
+pytest_plugins = ["tests.provider_fixtures"]
 
 sdk_events.install()
 
@@ -115,9 +118,12 @@ async def relay_factory(
     started: list[ProxiedRelay[InProcessRelay]] = []
 
     async def start(
-        upstream_url: str | None = None, api_key: str = TEST_API_KEY, **settings: str
+        upstream_url: str | None = None,
+        api_key: str = TEST_API_KEY,
+        providers: ProviderSet | None = None,
+        **settings: str,
     ) -> ProxiedRelay[InProcessRelay]:
-        inner = await start_in_process(upstream_url or fake_upstream.url, api_key, **settings)
+        inner = await start_in_process(upstream_url or fake_upstream.url, api_key, providers, **settings)
         relay = ProxiedRelay(inner, await scanned(inner.port))
         started.append(relay)
         return relay

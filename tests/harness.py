@@ -24,6 +24,7 @@ from relay.client_socket import RelayWebSocketProtocol
 from relay.config import load_config
 from relay.connection_guard import public_http_protocol
 from relay.metrics import RelayMetrics
+from relay.providers.profiles import ProviderSet
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,12 +86,17 @@ class InProcessRelay(LoopbackUrls):
             await asyncio.wait_for(self.task, 10)
 
 
-async def start_in_process(upstream_url: str, api_key: str, **settings: str) -> InProcessRelay:
-    """Serve the relay app in this event loop with the given `RELAY_*` settings (lower-case keys)."""
+async def start_in_process(
+    upstream_url: str, api_key: str, providers: ProviderSet | None = None, **settings: str
+) -> InProcessRelay:
+    """Serve the relay app in this event loop with the given `RELAY_*` settings (lower-case keys).
+
+    `providers`, when given, are the upstream profiles instead of `upstream_url` and `api_key`.
+    """
     env = {"RELAY_UPSTREAM_URL": upstream_url, "OPENAI_API_KEY": api_key}
     env.update({env_name(k): v for k, v in settings.items()})
     config = load_config(env=env)
-    app = create_app(config)
+    app = create_app(config, providers=providers)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(

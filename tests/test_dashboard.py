@@ -105,6 +105,9 @@ def test_dashboard_has_the_panels_operators_need() -> None:
     assert has("relay_errors_total", "by (code)")
     assert has("relay_rejected_connections_total", "by (reason)")
     assert has("relay_tokens_total", "* 60")
+    # Providers compared side by side.
+    assert has("histogram_quantile(0.95", "relay_provider_first_audio_seconds_bucket", "provider")
+    assert has("relay_provider_sessions_total", "by (provider, outcome)")
 
 
 async def test_every_metric_the_dashboard_queries_is_exported(

@@ -18,6 +18,15 @@ import {
   storeLanguage,
   translator,
 } from "./i18n.js";
+import {
+  allVoices,
+  canTruncate,
+  chooseProvider,
+  providersOf,
+  rememberProvider,
+  voiceFor,
+  voicesFor,
+} from "./providers.js";
 import { RelayConnection } from "./relay-connection.js";
 import {
   buildSessionUpdate,
@@ -66,6 +75,7 @@ const app = {
   lang: "en",
   t: translator("en"),
   config: null,
+  provider: null, // the chosen upstream from /api/config's providers (null: the relay offers no choice)
   settings: null,
   lockedFields: [],
   conn: "disconnected", // disconnected | connecting | connected | error
@@ -216,7 +226,7 @@ function renderSettings() {
   const serverSession = app.config?.session ?? {};
   const voiceSelect = $("voice-select");
   voiceSelect.replaceChildren(
-    ...VOICES.map((voice) => {
+    ...voicesFor(app.provider, VOICES).map((voice) => {
       const option = document.createElement("option");
       option.value = voice;
       option.textContent = voice[0].toUpperCase() + voice.slice(1);
@@ -224,7 +234,7 @@ function renderSettings() {
     }),
   );
   const voiceLocked = isLocked("voice", app.lockedFields);
-  voiceSelect.value = voiceLocked ? (serverSession.voice ?? app.settings.voice) : app.settings.voice;
+  voiceSelect.value = voiceLocked ? (serverSession.voice ?? app.settings.voice) : effectiveSettings().voice;
   voiceSelect.disabled = voiceLocked;
   $("voice-locked").hidden = !voiceLocked;
 
@@ -264,8 +274,46 @@ function updateSetting(field, value) {
   renderChat(true);
 }
 
+/** The settings as the chosen provider can take them (its own voice when the remembered one is not offered). */
+function effectiveSettings(settings = app.settings) {
+  return { ...settings, voice: voiceFor(app.provider, settings.voice, VOICES) };
+}
+
+function renderProvider() {
+  const providers = providersOf(app.config);
+  const select = $("provider-select");
+  select.replaceChildren(
+    ...providers.map((provider) => {
+      const option = document.createElement("option");
+      option.value = provider.name;
+      option.textContent = provider.name;
+      return option;
+    }),
+  );
+  select.value = app.provider?.name ?? "";
+  $("provider-choice").hidden = providers.length < 2;
+  $("provider-name").textContent = app.provider?.name ?? "";
+  $("provider-badge").hidden = !app.provider;
+  $("simulated-badge").hidden = !(app.provider ? app.provider.simulated : app.config?.simulated);
+}
+
+function onProviderChange(name) {
+  const provider = providersOf(app.config).find((p) => p.name === name);
+  if (!provider) return;
+  app.provider = provider;
+  debug.provider = provider.name;
+  rememberProvider(storage, provider.name);
+  renderProvider();
+  renderSettings();
+  if (app.conn === "connecting" || app.conn === "connected") {
+    // A session belongs to one upstream: switching is a new connection (still inside the user's gesture).
+    disconnect();
+    onConnectClick();
+  }
+}
+
 function sendSessionUpdate(fields, settings) {
-  const event = buildSessionUpdate(settings, { lockedFields: app.lockedFields, fields });
+  const event = buildSessionUpdate(effectiveSettings(settings), { lockedFields: app.lockedFields, fields });
   if (event) app.connection?.sendEvent(event);
 }
 
@@ -286,7 +334,9 @@ function applyConfig(config) {
   app.config = config;
   debug.config = config;
   app.lockedFields = config?.session?.locked_fields ?? [];
-  $("simulated-badge").hidden = !config?.simulated;
+  app.provider = chooseProvider(config, storage);
+  debug.provider = app.provider?.name ?? null;
+  renderProvider();
   const auth = config?.auth ?? {};
   const signedOut = Boolean(auth.required && !auth.authenticated);
   $("loading").hidden = true;
@@ -353,7 +403,7 @@ async function onSignIn(event) {
     return;
   }
   // Strangers are not told the server's session defaults; now that we are signed in, take them.
-  app.settings = loadSettings(storage, config.session ?? {});
+  app.settings = loadSettings(storage, config.session ?? {}, allVoices(config, VOICES));
   applyConfig(config);
   $("connect-btn").focus();
 }
@@ -425,7 +475,8 @@ async function connect(engine) {
   });
   const continueId = app.continueId;
   app.continueId = null;
-  const connection = new RelayConnection(realtimeUrl(window.location, rate, rate, continueId), {
+  const url = realtimeUrl(window.location, rate, rate, app.provider?.name ?? null, continueId);
+  const connection = new RelayConnection(url, {
     onEvent: (event) => {
       if (app.connection === connection) voice.handleServerEvent(event);
     },
@@ -440,6 +491,7 @@ async function connect(engine) {
     debug,
     onChange: (what) => onVoiceChange(voice, what),
     onError: (error) => onErrorEvent(voice, error),
+    truncate: canTruncate(app.provider),
   });
   app.voice = voice;
   renderChat(true);
@@ -579,6 +631,7 @@ function bindEvents() {
     void app.voice.sendText(text);
   });
   $("voice-select").addEventListener("change", (e) => updateSetting("voice", e.target.value));
+  $("provider-select").addEventListener("change", (e) => onProviderChange(e.target.value));
   $("instructions-input").addEventListener("change", (e) => {
     const text = e.target.value;
     updateSetting("instructions", text === (app.config?.session?.instructions ?? "") ? null : text);
@@ -607,7 +660,7 @@ async function start() {
     fail({ key: "config.failed", params: {} });
     return;
   }
-  app.settings = loadSettings(storage, config.session ?? {});
+  app.settings = loadSettings(storage, config.session ?? {}, allVoices(config, VOICES));
   applyConfig(config);
 }
 

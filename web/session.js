@@ -34,8 +34,8 @@ export function isLocked(field, lockedFields = []) {
   return names.some((name) => lockedFields.includes(name));
 }
 
-/** Merge remembered settings over the defaults, ignoring anything malformed. */
-export function loadSettings(storage, serverSession = {}) {
+/** Merge remembered settings over the defaults, ignoring anything malformed (or a voice not in `voices`). */
+export function loadSettings(storage, serverSession = {}, voices = VOICES) {
   const settings = defaultSettings(serverSession);
   let stored = null;
   try {
@@ -44,7 +44,7 @@ export function loadSettings(storage, serverSession = {}) {
     stored = null;
   }
   if (stored && typeof stored === "object") {
-    if (VOICES.includes(stored.voice)) settings.voice = stored.voice;
+    if (voices.includes(stored.voice)) settings.voice = stored.voice;
     if (typeof stored.instructions === "string") settings.instructions = stored.instructions;
     for (const flag of ["transcription", "echoCancellation", "noiseSuppression", "autoGainControl"]) {
       if (typeof stored[flag] === "boolean") settings[flag] = stored[flag];
@@ -101,12 +101,13 @@ export function captureConstraints(settings) {
 }
 
 /**
- * The relay WebSocket URL on this page's origin, declaring the capture rate and asking for output at `outputRate`;
- * `continueId` seeds the new session with a saved conversation.
+ * The relay WebSocket URL on this page's origin, declaring the capture rate and asking for output at `outputRate`,
+ * naming the chosen provider when there is one; `continueId` seeds the new session with a saved conversation.
  */
-export function realtimeUrl(location, inputRate, outputRate, continueId = null) {
+export function realtimeUrl(location, inputRate, outputRate, provider = null, continueId = null) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const query = new URLSearchParams({ input_rate: String(inputRate), output_rate: String(outputRate) });
+  if (provider) query.set("provider", provider);
   if (continueId) query.set("continue", continueId);
   return `${scheme}//${location.host}/v1/realtime?${query}`;
 }

@@ -9,10 +9,20 @@ import { base64ToBytes, LinearResampler, Pcm16Assembler } from "./pcm.js";
  * player: {rate, push(itemId, Int16Array), end(itemId), flush() → Promise<{itemId: samples}>, outputLatencyMs()}
  * send(event): sends a client event to the relay.
  * debug: a plain object kept up to date for diagnostics (window.relayDebug).
+ * truncate: whether barge-in tells the relay how much of the reply was heard (a provider may not support it).
  */
 export class VoiceSession {
-  constructor({ send, player, debug = {}, now = () => performance.now(), onChange = () => {}, onError = () => {} }) {
+  constructor({
+    send,
+    player,
+    debug = {},
+    now = () => performance.now(),
+    onChange = () => {},
+    onError = () => {},
+    truncate = true,
+  }) {
     this.send = send;
+    this.truncate = truncate;
     this.player = player;
     this.now = now;
     this.onChange = onChange;
@@ -159,7 +169,9 @@ export class VoiceSession {
       this.#notePlayed(itemId, samples);
       // Round down: claiming more than was heard is an error for audio_end_ms past the item's end.
       const audioEndMs = Math.floor((samples * 1000) / this.player.rate);
-      this.send({ type: "conversation.item.truncate", item_id: itemId, content_index: 0, audio_end_ms: audioEndMs });
+      if (this.truncate) {
+        this.send({ type: "conversation.item.truncate", item_id: itemId, content_index: 0, audio_end_ms: audioEndMs });
+      }
       const record = { itemId, audioEndMs, playedSamples: samples, rate: this.player.rate };
       this.debug.lastTruncate = record;
       this.debug.truncates.push(record);

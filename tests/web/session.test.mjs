@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
+import { MemoryStorage } from "./memory-storage.mjs";
+
 import {
   buildSessionUpdate,
   captureConstraints,
@@ -12,17 +14,6 @@ import {
   saveSettings,
 } from "../../web/session.js";
 
-class MemoryStorage {
-  constructor() {
-    this.map = new Map();
-  }
-  getItem(key) {
-    return this.map.has(key) ? this.map.get(key) : null;
-  }
-  setItem(key, value) {
-    this.map.set(key, String(value));
-  }
-}
 
 test("on connect: type realtime, voice, transcription; server instructions kept unless customised", () => {
   const settings = defaultSettings({ voice: "cedar" });

@@ -33,12 +33,12 @@ function fakePlayer(rate = RATE) {
   };
 }
 
-function setup(rate = RATE) {
+function setup(rate = RATE, truncate = true) {
   const sent = [];
   let clock = 1000;
   const player = fakePlayer(rate);
   const debug = {};
-  const session = new VoiceSession({ send: (e) => sent.push(e), player, debug, now: () => clock });
+  const session = new VoiceSession({ send: (e) => sent.push(e), player, debug, now: () => clock, truncate });
   session.handleServerEvent({
     type: "session.created",
     session: { audio: { input: { format: { rate: 24000 } }, output: { format: { rate: 24000 } } } },
@@ -84,6 +84,18 @@ test("speech during playback flushes and truncates at the played position, then 
   session.handleServerEvent(delta("a1", 4800));
   assert.equal(player.pushed.length, 1, "a stale delta of the interrupted item must not play");
   assert.equal(debug.droppedStaleDeltas, 1);
+});
+
+test("a provider without truncation: barge-in still stops playback at once, and asks for no truncate", async () => {
+  const { session, player, sent } = setup(RATE, false);
+  session.handleServerEvent(delta("a1", 48000));
+  session.handlePlayerMessage({ type: "started", itemId: "a1", frame: 0 });
+  player.played = { a1: 24000 };
+  session.handleServerEvent({ type: "input_audio_buffer.speech_started", item_id: "u2", audio_start_ms: 900 });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(player.flushes, 1);
+  assert.deepEqual(sent, []);
+  assert.equal(session.assistantSpeaking, false);
 });
 
 test("speech with nothing playing does not truncate anything", async () => {

@@ -1,0 +1,1 @@
+"""Gemini Live behind the OpenAI GA protocol: the pure mapping (translate) and its socket (connection)."""
