@@ -77,7 +77,7 @@ class LoadSession:
         noise = random.Random(index).randbytes(FRAME_BYTES - _TAG.size)
         self._body = base64.b64encode(noise).decode()
         self._sent_at: list[float] = []
-        self._expected = 0
+        self._expected = 0  # one past the latest frame answered
         self.window = (math.inf, -math.inf)
         self.round_trips: list[float] = []
         self.tally = Tally()
@@ -154,11 +154,12 @@ class LoadSession:
         if index != self.index or seq >= len(self._sent_at) or delta[_TAG_CHARS:] != self._body:
             tally.corrupted += 1
             return
-        if seq != self._expected:
+        if seq < self._expected:
+            # It came after the answer to a later frame (or twice). A gap the other way is no fault of this
+            # answer: the frames skipped count as unanswered unless they come later (then: disordered).
             tally.disordered += 1
-            self._expected = max(self._expected, seq + 1)
             return
-        self._expected += 1
+        self._expected = seq + 1
         tally.ok += 1
         sent = self._sent_at[seq]
         if self.window[0] <= sent < self.window[1]:

@@ -34,7 +34,9 @@ class Row:
     late_sends: int = 0
     rss_per_idle_session: float | None = None
     cold_start: float | None = None
+    load_side_cpu: float | None = None
     load_cpu_busy: float | None = None
+    system_cpu_busy: float | None = None
     failures: list[str] = field(default_factory=list)
 
 
@@ -77,11 +79,19 @@ def summarise(samples: Sequence[Sample]) -> list[Row]:
                     late_sends=sum(s.late_sends for s in group),
                     rss_per_idle_session=_median([s.rss_per_idle_session for s in group]),
                     cold_start=_median([s.cold_start for s in group]),
+                    load_side_cpu=_median([s.load_side_cpu for s in group]),
                     load_cpu_busy=_median([s.load_cpu_busy for s in group]),
+                    system_cpu_busy=_median([s.system_cpu_busy for s in group]),
                     failures=[s.failure for s in group if s.failure],
                 )
             )
     return rows
+
+
+def _busy(row: Row) -> str:
+    if row.system_cpu_busy is None or row.load_cpu_busy is None:
+        return "-"
+    return f"{row.system_cpu_busy * 100:.0f}/{row.load_cpu_busy * 100:.0f}"
 
 
 def _fmt(value: float | None, scale: float, digits: int) -> str:
@@ -100,7 +110,8 @@ _COLUMNS = (
     ("lost", 6),
     ("KiB/idle", 8),
     ("cold ms", 7),
-    ("load CPU %", 10),
+    ("load %", 6),
+    ("CPU0/1 %", 8),
 )
 
 
@@ -131,7 +142,8 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
                     str(row.lost) + ("!" if row.failures else ""),
                     _fmt(row.rss_per_idle_session, 1 / 1024, 1),
                     _fmt(row.cold_start, 1e3, 0),
-                    _fmt(row.load_cpu_busy, 100, 0),
+                    _fmt(row.load_side_cpu, 100, 0),
+                    _busy(row),
                 ]
             )
         )
@@ -141,8 +153,10 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
         "added: its round trip",
         "minus direct's, same N and round. lost: appends never answered, answered out of order or corrupted "
         "(all rounds; ! = a run failed).",
-        "KiB/idle: RSS growth per idle session. cold: process start to GET /readyz 200. load CPU: how busy the "
-        "load generator's CPU was.",
+        "KiB/idle: RSS growth per idle session. cold: process start to GET /readyz 200. load: CPU of the load "
+        "generator and the",
+        "echo upstream together (% of one core). CPU0/1: how busy the system's CPU and the load CPU were, "
+        "whoever used them.",
     ]
     return lines
 

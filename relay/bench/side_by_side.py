@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import secrets
 import sys
 import time
@@ -26,7 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.bench.load import LoadError
+import aiohttp
+
+from relay.bench.load import LoadError, open_sessions, stream
 from relay.bench.machine import machine_lines
 from relay.bench.procstat import CpuTimes, Placement, cpu_seconds, pin_self, rss_bytes
 from relay.bench.serving import run_on_uvloop
@@ -76,6 +79,7 @@ class Sample:
     late_sends: int = 0
     rss_per_idle_session: float | None = None
     cold_start: float | None = None
+    load_side_cpu: float | None = None
     load_cpu_busy: float | None = None
     system_cpu_busy: float | None = None
     failure: str | None = None
@@ -102,11 +106,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-async def _measure(sample: Sample, running: Running, settings: Settings, placement: Placement) -> None:
-    import aiohttp
+@dataclass(frozen=True)
+class _Mark:
+    at: float
+    system_cpu: float | None
+    load_side_cpu: float  # the load generator (this process) and the echo upstream
+    cpus: CpuTimes
 
-    from relay.bench.load import open_sessions, stream
 
+async def _measure(
+    sample: Sample, running: Running, settings: Settings, placement: Placement, echo: Upstream
+) -> None:
     pid = running.pid
     async with aiohttp.ClientSession() as http:
         first = await open_sessions(http, running.url, running.headers, 1)
@@ -114,12 +124,13 @@ async def _measure(sample: Sample, running: Running, settings: Settings, placeme
         await asyncio.sleep(SETTLE_SECONDS)
         before = rss_bytes(pid) if pid is not None else None
         sessions = await open_sessions(http, running.url, running.headers, sample.sessions)
-        marks: dict[str, tuple[float, float | None, CpuTimes]] = {}
+        marks: dict[str, _Mark] = {}
 
         def mark(name: str) -> None:
-            marks[name] = (
+            marks[name] = _Mark(
                 time.perf_counter(),
                 cpu_seconds(pid) if pid is not None else None,
+                cpu_seconds(os.getpid()) + cpu_seconds(echo.pid),
                 CpuTimes.read(),
             )
 
@@ -136,11 +147,13 @@ async def _measure(sample: Sample, running: Running, settings: Settings, placeme
             )
         finally:
             await asyncio.gather(*(s.close() for s in sessions))
-    (t0, cpu0, times0), (t1, cpu1, times1) = marks["a"], marks["b"]
-    sample.window_seconds = t1 - t0
-    if cpu0 is not None and cpu1 is not None:
-        sample.cpu_seconds = cpu1 - cpu0
-    busy = times1.busy_share_since(times0)
+    start, end = marks["a"], marks["b"]
+    sample.window_seconds = end.at - start.at
+    if start.system_cpu is not None and end.system_cpu is not None:
+        sample.cpu_seconds = end.system_cpu - start.system_cpu
+    sample.load_side_cpu = (end.load_side_cpu - start.load_side_cpu) / sample.window_seconds
+    # Whole CPUs, whoever used them: other work on this machine shows here.
+    busy = end.cpus.busy_share_since(start.cpus)
     if placement.load_cpu is not None and placement.system_cpu is not None:
         sample.load_cpu_busy = busy.get(placement.load_cpu)
         sample.system_cpu_busy = busy.get(placement.system_cpu)
@@ -168,7 +181,7 @@ def measure(
         return sample
     sample.cold_start = running.cold_start
     try:
-        run_on_uvloop(_measure(sample, running, settings, placement))
+        run_on_uvloop(_measure(sample, running, settings, placement, echo))
     except LoadError as exc:
         tail = running.stderr_tail()
         sample.failure = f"{exc}" + (f" ({tail})" if tail else "")
@@ -184,6 +197,7 @@ class Upstream:
     url: str
     key: str
     token: str
+    pid: int
 
 
 def _describe(settings: Settings, placement: Placement) -> list[str]:
@@ -211,7 +225,8 @@ def run(settings: Settings) -> int:
     for line in head:
         print(line, flush=True)
     echo_process, echo_url = start_echo(key, placement.load_cpu)
-    echo = Upstream(echo_url, key, token)
+    assert echo_process.pid is not None
+    echo = Upstream(echo_url, key, token, echo_process.pid)
     samples: list[Sample] = []
     try:
         for round_ in range(1, settings.rounds + 1):
