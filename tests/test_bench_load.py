@@ -6,13 +6,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import WSMsgType, web
 
 from relay.bench import echo_upstream
-from relay.bench.load import LoadError, open_sessions, stream
+from relay.bench.load import LoadError, client_session, open_sessions, stream
 
 KEY = "sk-test-bench"
 
@@ -67,7 +66,7 @@ def _marks() -> tuple[Callable[[], None], Callable[[], None]]:
 
 
 async def test_nothing_is_lost_through_the_echo_upstream() -> None:
-    async with serving(echo_upstream.make_app(KEY)) as url, aiohttp.ClientSession() as http:
+    async with serving(echo_upstream.make_app(KEY)) as url, client_session() as http:
         sessions = await open_sessions(http, url, {"Authorization": f"Bearer {KEY}"}, 3)
         result = await stream(sessions, warmup=0.1, seconds=0.4, drain=2, marks=_marks())
         for session in sessions:
@@ -81,7 +80,7 @@ async def test_nothing_is_lost_through_the_echo_upstream() -> None:
 
 
 async def test_dropped_reordered_and_corrupted_answers_are_each_counted() -> None:
-    async with serving(misbehaving_app()) as url, aiohttp.ClientSession() as http:
+    async with serving(misbehaving_app()) as url, client_session() as http:
         (session,) = await open_sessions(http, url, {}, 1)
         result = await stream([session], warmup=0, seconds=0.3, drain=0.5, marks=_marks())
         await session.close()
@@ -92,6 +91,6 @@ async def test_dropped_reordered_and_corrupted_answers_are_each_counted() -> Non
 
 
 async def test_a_refused_session_is_a_load_error() -> None:
-    async with serving(echo_upstream.make_app(KEY)) as url, aiohttp.ClientSession() as http:
+    async with serving(echo_upstream.make_app(KEY)) as url, client_session() as http:
         with pytest.raises(LoadError, match="was not opened"):
             await open_sessions(http, url, {"Authorization": "Bearer wrong"}, 2)

@@ -35,6 +35,11 @@ OPEN_TIMEOUT_SECONDS = 15.0
 LATE_SECONDS = 0.005
 
 
+def client_session() -> aiohttp.ClientSession:
+    """An HTTP client without aiohttp's default cap of 100 connections (each session holds one)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
 class LoadError(RuntimeError):
     """The load could not be applied: a session was refused, or did not open in time."""
 

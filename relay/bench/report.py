@@ -35,8 +35,8 @@ class Row:
     rss_per_idle_session: float | None = None
     cold_start: float | None = None
     load_side_cpu: float | None = None
-    load_cpu_busy: float | None = None
-    system_cpu_busy: float | None = None
+    others_on_system_cpu: float | None = None
+    others_on_load_cpu: float | None = None
     failures: list[str] = field(default_factory=list)
 
 
@@ -80,18 +80,18 @@ def summarise(samples: Sequence[Sample]) -> list[Row]:
                     rss_per_idle_session=_median([s.rss_per_idle_session for s in group]),
                     cold_start=_median([s.cold_start for s in group]),
                     load_side_cpu=_median([s.load_side_cpu for s in group]),
-                    load_cpu_busy=_median([s.load_cpu_busy for s in group]),
-                    system_cpu_busy=_median([s.system_cpu_busy for s in group]),
+                    others_on_system_cpu=_median([o[0] if (o := s.others_on_cpus) else None for s in group]),
+                    others_on_load_cpu=_median([o[1] if (o := s.others_on_cpus) else None for s in group]),
                     failures=[s.failure for s in group if s.failure],
                 )
             )
     return rows
 
 
-def _busy(row: Row) -> str:
-    if row.system_cpu_busy is None or row.load_cpu_busy is None:
+def _others(row: Row) -> str:
+    if row.others_on_system_cpu is None or row.others_on_load_cpu is None:
         return "-"
-    return f"{row.system_cpu_busy * 100:.0f}/{row.load_cpu_busy * 100:.0f}"
+    return f"{row.others_on_system_cpu * 100:.0f}/{row.others_on_load_cpu * 100:.0f}"
 
 
 def _fmt(value: float | None, scale: float, digits: int) -> str:
@@ -111,7 +111,7 @@ _COLUMNS = (
     ("KiB/idle", 8),
     ("cold ms", 7),
     ("load %", 6),
-    ("CPU0/1 %", 8),
+    ("others %", 8),
 )
 
 
@@ -143,7 +143,7 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
                     _fmt(row.rss_per_idle_session, 1 / 1024, 1),
                     _fmt(row.cold_start, 1e3, 0),
                     _fmt(row.load_side_cpu, 100, 0),
-                    _busy(row),
+                    _others(row),
                 ]
             )
         )
@@ -155,8 +155,8 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
         "(all rounds; ! = a run failed).",
         "KiB/idle: RSS growth per idle session. cold: process start to GET /readyz 200. load: CPU of the load "
         "generator and the",
-        "echo upstream together (% of one core). CPU0/1: how busy the system's CPU and the load CPU were, "
-        "whoever used them.",
+        "echo upstream together (% of one core). others: other processes' share of the system's CPU / "
+        "the load CPU (machine not quiet).",
     ]
     return lines
 

@@ -27,9 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
-from relay.bench.load import LoadError, open_sessions, stream
+from relay.bench.load import LoadError, client_session, open_sessions, stream
 from relay.bench.machine import machine_lines
 from relay.bench.procstat import CpuTimes, Placement, cpu_seconds, pin_self, rss_bytes
 from relay.bench.serving import run_on_uvloop
@@ -96,6 +94,19 @@ class Sample:
             return None
         return self.cpu_seconds / self.window_seconds
 
+    @property
+    def others_on_cpus(self) -> tuple[float, float] | None:
+        """How much of the system's CPU and of the load CPU other processes took (shares of each), over the window.
+
+        Anything well above zero means the machine was shared while this was measured: latency suffers first.
+        """
+        if self.system_cpu_busy is None or self.load_cpu_busy is None or self.load_side_cpu is None:
+            return None
+        return (
+            max(0.0, self.system_cpu_busy - (self.cpu_share or 0.0)),
+            max(0.0, self.load_cpu_busy - self.load_side_cpu),
+        )
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100), by linear interpolation between the closest ranks."""
@@ -118,7 +129,7 @@ async def _measure(
     sample: Sample, running: Running, settings: Settings, placement: Placement, echo: Upstream
 ) -> None:
     pid = running.pid
-    async with aiohttp.ClientSession() as http:
+    async with client_session() as http:
         first = await open_sessions(http, running.url, running.headers, 1)
         await asyncio.gather(*(s.close() for s in first))
         await asyncio.sleep(SETTLE_SECONDS)
