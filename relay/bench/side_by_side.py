@@ -18,6 +18,7 @@ Loopback only; sessions, seconds and rounds are bounded, and it stops by itself.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.util
 import os
 import secrets
@@ -40,6 +41,8 @@ MAX_ROUNDS = 9
 DEFAULT_SESSIONS = (20, 50, 100, 200)
 #: After the last append, how long answers may still come before the rest count as lost.
 DRAIN_SECONDS = 3.0
+#: The libraries the systems are built on, whose versions the figures depend on.
+_LIBRARIES = ("uvicorn", "starlette", "websockets", "aiohttp", "uvloop", "orjson")
 #: Idle sessions settle this long before their memory is read.
 SETTLE_SECONDS = 0.5
 
@@ -212,8 +215,10 @@ class Upstream:
 
 
 def _describe(settings: Settings, placement: Placement) -> list[str]:
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in _LIBRARIES)
     return [
         *machine_lines(),
+        versions,
         f"placement: {placement.describe()}",
         f"load: N sessions, each a 20 ms 24 kHz PCM16 base64 input_audio_buffer.append every 20 ms, answered at once "
         f"by an echo upstream with a response.output_audio.delta of the same audio; warm-up {settings.warmup:g} s, "

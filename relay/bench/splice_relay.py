@@ -122,6 +122,7 @@ class _ClientSide(_Side):
         self._upstream_url = upstream_url
         self._key = key
         self._started = False
+        self._opening: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
 
     def handshake_data(self) -> None:
         parts = split_head(self.buffer)
@@ -145,7 +146,7 @@ class _ClientSide(_Side):
             self._refuse(server, response)
             return
         self.buffer = bytearray(rest)
-        asyncio.get_running_loop().create_task(self._open_upstream(server, request, response))
+        self._opening = asyncio.get_running_loop().create_task(self._open_upstream(server, request, response))
 
     async def _open_upstream(self, server: ServerProtocol, request: Request, accepted: Response) -> None:
         query = urlsplit(request.path).query
