@@ -94,3 +94,23 @@ async def test_a_refused_session_is_a_load_error() -> None:
     async with serving(echo_upstream.make_app(KEY)) as url, client_session() as http:
         with pytest.raises(LoadError, match="was not opened"):
             await open_sessions(http, url, {"Authorization": "Bearer wrong"}, 2)
+
+
+async def test_a_session_closed_by_the_other_side_is_counted_and_named() -> None:
+    async def realtime(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('{"type":"session.created","session":{}}')
+        await ws.receive()
+        await ws.close(code=1013, message=b"too slow")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/realtime", realtime)
+    async with serving(app) as url, client_session() as http:
+        (session,) = await open_sessions(http, url, {}, 1)
+        result = await stream([session], warmup=0, seconds=0.2, drain=0.5, marks=_marks())
+        await session.close()
+    tally = result.tally
+    assert tally.closed_early == 1 and tally.ok == 0 and tally.lost == tally.sent
+    assert tally.first_error is not None and "closed by the other side (code 1013)" in tally.first_error

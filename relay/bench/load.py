@@ -54,11 +54,12 @@ class Tally:
     corrupted: int = 0
     errors: int = 0  # `error` events
     late_sends: int = 0
+    closed_early: int = 0  # sessions the other side closed before the load ended
     first_error: str | None = None
 
     def add(self, other: Tally) -> None:
         """Add another session's counts to these."""
-        for name in ("sent", "ok", "disordered", "corrupted", "errors", "late_sends"):
+        for name in ("sent", "ok", "disordered", "corrupted", "errors", "late_sends", "closed_early"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.first_error = self.first_error or other.first_error
 
@@ -88,6 +89,7 @@ class LoadSession:
         self.tally = Tally()
         self.created = asyncio.Event()
         self._sending = True
+        self._closing = False
         self._settled = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -118,7 +120,10 @@ class LoadSession:
                 tally.late_sends += 1
             sent_at.append(now)
             tally.sent += 1
-            await ws.send_str(self.frame(len(sent_at) - 1))
+            try:
+                await ws.send_str(self.frame(len(sent_at) - 1))
+            except (aiohttp.ClientError, ConnectionError):
+                break  # closed by the other side: the reader has counted it, and the frames sent are lost
             due += FRAME_SECONDS
         self._sending = False
         self._check_settled()
@@ -130,6 +135,12 @@ class LoadSession:
                 if message.type == aiohttp.WSMsgType.TEXT:
                     self._on_event(message.data, clock())
                     self._check_settled()
+        if not self._closing:
+            self.tally.closed_early += 1
+            if self.tally.first_error is None:
+                self.tally.first_error = (
+                    f"session {self.index} closed by the other side (code {self.ws.close_code})"
+                )
         # Closed: nothing more will come, so nothing may be waited for.
         self.created.set()
         self._settled.set()
@@ -144,7 +155,7 @@ class LoadSession:
         elif kind == "error":
             self.tally.errors += 1
             if self.tally.first_error is None:
-                self.tally.first_error = str(event.get("error"))[:300]
+                self.tally.first_error = "error event: " + str(event.get("error"))[:300]
 
     def _on_answer(self, delta: object, now: float) -> None:
         tally = self.tally
@@ -172,6 +183,7 @@ class LoadSession:
 
     async def close(self) -> None:
         """Close the socket and stop reading."""
+        self._closing = True
         with contextlib.suppress(aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
             await asyncio.wait_for(self.ws.close(), 5)
         self._reader.cancel()

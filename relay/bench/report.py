@@ -32,6 +32,7 @@ class Row:
     lost: int = 0
     errors: int = 0
     late_sends: int = 0
+    closed_early: int = 0
     rss_per_idle_session: float | None = None
     cold_start: float | None = None
     load_side_cpu: float | None = None
@@ -77,6 +78,7 @@ def summarise(samples: Sequence[Sample]) -> list[Row]:
                     lost=sum(s.lost for s in group),
                     errors=sum(s.errors for s in group),
                     late_sends=sum(s.late_sends for s in group),
+                    closed_early=sum(s.closed_early for s in group),
                     rss_per_idle_session=_median([s.rss_per_idle_session for s in group]),
                     cold_start=_median([s.cold_start for s in group]),
                     load_side_cpu=_median([s.load_side_cpu for s in group]),
@@ -198,6 +200,7 @@ def write_json(
             "seconds": settings.seconds,
             "warmup": settings.warmup,
             "systems": list(settings.systems),
+            "nice": settings.nice,
         },
         "units": "seconds, bytes, shares of one core (0-1)",
         "rows": [asdict(row) for row in rows],
@@ -253,7 +256,9 @@ def progress_line(sample: Sample) -> str:
         "-" if sample.rtt_p50 is None else f"{sample.rtt_p50 * 1e3:.2f}/{(sample.rtt_p99 or 0) * 1e3:.2f} ms"
     )
     cpu = "-" if sample.cpu_share is None else f"{sample.cpu_share * 100:.1f}%"
-    status = f" FAILED: {sample.failure}" if sample.failure else ""
+    status = (
+        f" FAILED: {sample.failure}" if sample.failure else (f" ({sample.problem})" if sample.problem else "")
+    )
     return (
         f"round {sample.round} N={sample.sessions} {sample.system}: CPU {cpu}, RTT p50/p99 {rtt}, "
         f"sent {sample.sent}, lost {sample.lost}{status}"

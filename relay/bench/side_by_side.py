@@ -58,6 +58,7 @@ class Settings:
     systems: tuple[str, ...]
     json_path: Path | None
     plot_path: Path | None
+    nice: int = 0
 
 
 @dataclass
@@ -78,11 +79,15 @@ class Sample:
     corrupted: int = 0
     errors: int = 0
     late_sends: int = 0
+    closed_early: int = 0
     rss_per_idle_session: float | None = None
     cold_start: float | None = None
     load_side_cpu: float | None = None
     load_cpu_busy: float | None = None
     system_cpu_busy: float | None = None
+    #: The first thing that went wrong while it ran (an error event, a session closed by the other side).
+    problem: str | None = None
+    #: Why it could not be measured at all.
     failure: str | None = None
 
     @property
@@ -174,13 +179,12 @@ async def _measure(
     tally = result.tally
     sample.sent, sample.unanswered = tally.sent, tally.unanswered
     sample.disordered, sample.corrupted, sample.errors = tally.disordered, tally.corrupted, tally.errors
-    sample.late_sends = tally.late_sends
+    sample.late_sends, sample.closed_early = tally.late_sends, tally.closed_early
     sample.round_trips = len(result.round_trips)
     if result.round_trips:
         sample.rtt_p50 = percentile(result.round_trips, 50)
         sample.rtt_p99 = percentile(result.round_trips, 99)
-    if tally.first_error:
-        sample.failure = f"error event: {tally.first_error}"
+    sample.problem = tally.first_error
 
 
 def measure(
@@ -219,7 +223,8 @@ def _describe(settings: Settings, placement: Placement) -> list[str]:
     return [
         *machine_lines(),
         versions,
-        f"placement: {placement.describe()}",
+        f"placement: {placement.describe()}"
+        + (f"; all of them at nice {settings.nice}" if settings.nice else ""),
         f"load: N sessions, each a 20 ms 24 kHz PCM16 base64 input_audio_buffer.append every 20 ms, answered at once "
         f"by an echo upstream with a response.output_audio.delta of the same audio; warm-up {settings.warmup:g} s, "
         f"window {settings.seconds:g} s, {settings.rounds} round(s), medians",
@@ -235,6 +240,9 @@ def run(settings: Settings) -> int:
 
     placement = Placement.choose()
     pin_self(placement.load_cpu)
+    if settings.nice:
+        # Inherited by every process started from here: the systems, the echo upstream, and this load generator.
+        os.setpriority(os.PRIO_PROCESS, 0, settings.nice)
     key = "sk-bench-" + secrets.token_hex(16)
     token = secrets.token_hex(16)
     head = _describe(settings, placement)
@@ -268,6 +276,9 @@ def run(settings: Settings) -> int:
     if settings.plot_path is not None:
         report.plot(settings.plot_path, rows)
         print(f"plot: {settings.plot_path}")
+    for sample in samples:
+        if sample.problem:
+            print(f"note: {sample.system} N={sample.sessions} round {sample.round}: {sample.problem}")
     failures = [s for s in samples if s.failure]
     for sample in failures:
         print(f"failed: {sample.system} N={sample.sessions} round {sample.round}: {sample.failure}")
@@ -307,6 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(RELAYS),
         help="comma-separated subset of " + ", ".join(RELAYS) + " (direct always runs)",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the systems and the load at this nice value, -20-19 (below 0 needs root; default 0: unchanged)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write every figure as JSON")
     parser.add_argument(
         "--plot", type=Path, default=None, metavar="PATH.png", help="plot latency and CPU (PNG)"
@@ -327,7 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--rounds must be 1-{MAX_ROUNDS}, --seconds 1-{MAX_SECONDS:g}, --warmup 0-30")
     if not sys.platform.startswith("linux"):
         parser.error("bench relay reads /proc and pins CPUs: Linux only")
+    if not -20 <= args.nice <= 19:
+        parser.error("--nice must be -20-19")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib: pip install 'realtime-relay[bench]'")
-    settings = Settings(sessions, args.rounds, args.seconds, args.warmup, systems, args.json, args.plot)
+    settings = Settings(
+        sessions, args.rounds, args.seconds, args.warmup, systems, args.json, args.plot, args.nice
+    )
     return run(settings)
