@@ -31,7 +31,7 @@ def rss_bytes(pid: int) -> int:
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """Busy and total jiffies of each CPU, from one read of /proc/stat."""
+    """Busy (user, nice, system, steal) and total jiffies of each CPU, from one read of /proc/stat."""
 
     busy: dict[int, int]
     total: dict[int, int]
@@ -45,11 +45,13 @@ class CpuTimes:
             name, *values = line.split()
             if not name.startswith("cpu") or name == "cpu":
                 continue
+            # user nice system idle iowait irq softirq steal
             numbers = [int(v) for v in values[:8]]
-            idle = numbers[3] + numbers[4]  # idle + iowait
             cpu = int(name[3:])
             total[cpu] = sum(numbers)
-            busy[cpu] = total[cpu] - idle
+            # Interrupt time is left out: on loopback it is mostly the systems' own packets, which no process's
+            # utime+stime includes. Steal (the hypervisor's other guests) counts as busy.
+            busy[cpu] = numbers[0] + numbers[1] + numbers[2] + numbers[7]
         return cls(busy, total)
 
     def busy_share_since(self, earlier: CpuTimes) -> dict[int, float]:

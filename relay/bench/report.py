@@ -158,7 +158,8 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
         "KiB/idle: RSS growth per idle session. cold: process start to GET /readyz 200. load: CPU of the load "
         "generator and the",
         "echo upstream together (% of one core). others: other processes' share of the system's CPU / "
-        "the load CPU (machine not quiet).",
+        "the load CPU,",
+        "interrupts left out (above a few %: the machine was not quiet, and latency suffers first).",
     ]
     return lines
 
