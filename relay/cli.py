@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _fake_model_options(fake)
     fake.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
-    bench = sub.add_parser("bench", help="run a benchmark and print its figures (resample, relay)")
+    bench = sub.add_parser(
+        "bench", help="run a benchmark and print its figures (resample, frames, relay side by side)"
+    )
     bench.add_argument("what", choices=["resample", "relay", "frames"], help="what to measure")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -151,17 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fake-upstream":
         return _run_fake_upstream(args)
     if args.command == "bench":
-        if args.what == "frames":
-            from relay import bench_frames
-
-            return bench_frames.main(args.rest)
-        if args.what == "relay":
-            from relay import bench_relay
-
-            return bench_relay.main(args.rest)
-        from relay import bench
-
-        return bench.main([args.what, *args.rest])
+        return _run_bench(args.what, args.rest)
     overrides = {s.name: getattr(args, s.name, None) for s in SETTINGS}
     try:
         config = load_config(overrides=overrides)
@@ -236,6 +228,27 @@ def serve_secrets(config: Config, providers: ProviderSet | None = None) -> tuple
         *config.access_tokens,
         *credentials,
     )
+
+
+def _run_bench(what: str, rest: list[str]) -> int:
+    # Imported only when asked for: the relay itself needs none of the benchmarks' dependencies.
+    if what == "resample":
+        from relay.bench import resample
+
+        return resample.main(rest)
+    if what == "frames":
+        from relay.bench import frames
+
+        return frames.main(rest)
+    try:
+        from relay.bench import side_by_side
+    except ImportError as exc:
+        print(
+            f"realtime-relay bench relay needs {exc.name}: pip install 'realtime-relay[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+    return side_by_side.main(rest)
 
 
 def _bind(config: Config) -> Sockets:

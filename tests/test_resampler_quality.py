@@ -14,7 +14,7 @@ import pytest
 from relay.audio import make_resampler
 from relay.audio import measure as m
 from relay.audio.fir import filter_bank
-from relay.bench import main as bench_main
+from relay.bench.resample import main as bench_resample
 from tests.audio_signals import chirp, speech_wav
 
 API_RATE = 24000
@@ -162,7 +162,7 @@ def test_delay_measure_sees_buffering_and_uncompensated_delay() -> None:
 
 
 def test_bench_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main(["resample", "--frames", "20"]) == 0
+    assert bench_resample(["--frames", "20"]) == 0
     out = capsys.readouterr().out
     assert "CPU:" in out and "numpy" in out and "soxr" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("in ", "out "))]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 
 from relay import protocol
-from relay.bench import machine_lines
+from relay.bench.machine import machine_lines
 from relay.bounds import RESAMPLE_SLICE_SECONDS, SessionBounds
 from relay.cli_args import StrictParser
 from relay.metrics import RelayMetrics

@@ -1,4 +1,4 @@
-"""Benchmarks: ``realtime-relay bench resample`` (or ``python -m relay.bench resample``).
+"""``realtime-relay bench resample`` (or ``python -m relay.bench resample``).
 
 Prints the machine, then for each rate pair and resampler setting: the median cost of one 20 ms frame, the
 buffering delay (mean and max over random frame boundaries), flatness to 8 kHz, alias (or image) rejection and
@@ -7,18 +7,13 @@ the SNR of a 1 kHz tone. The figures come from relay.audio.measure, the code the
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
-
-import numpy as np
-import soxr
 
 from relay.audio import RESAMPLER_QUALITIES, PolyphaseResampler, Resampler, SoxrResampler, make_resampler
 from relay.audio import measure as m
+from relay.bench.machine import machine_lines
 from relay.cli_args import StrictParser
 
 API_RATE = 24000
@@ -38,26 +33,6 @@ _COLUMNS = (
     ("rej dB", 6),
     ("1k SNR", 6),
 )
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_lines() -> list[str]:
-    """What the figures were measured on."""
-    return [
-        f"CPU: {cpu_model()} ({os.cpu_count()} logical cores, {platform.machine()})",
-        f"Python {platform.python_version()}, numpy {np.__version__}, soxr {soxr.__version__}, "
-        f"{platform.system()} {platform.release()}",
-    ]
 
 
 def _factory(in_rate: int, out_rate: int, setting: str) -> m.ResamplerFactory:
@@ -122,13 +97,14 @@ def run_resample(frames: int, baselines: bool) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: ``bench resample [--frames N] [--baselines]``."""
-    parser = StrictParser(prog="realtime-relay bench", description="Measure the relay's building blocks.")
-    sub = parser.add_subparsers(dest="what", required=True)
-    resample = sub.add_parser("resample", help="resampler cost, delay and quality per rate and setting")
-    resample.add_argument("--frames", type=int, default=3000, help="frames timed per row (median reported)")
-    resample.add_argument("--baselines", action="store_true", help="also show soxr LQ and QQ for comparison")
+    parser = StrictParser(
+        prog="realtime-relay bench resample",
+        description="Resampler cost, delay and quality per rate and setting.",
+    )
+    parser.add_argument("--frames", type=int, default=3000, help="frames timed per row (median reported)")
+    parser.add_argument("--baselines", action="store_true", help="also show soxr LQ and QQ for comparison")
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be at least 1")
