@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -17,10 +17,12 @@ from relay.conversations.record import ConversationRecord
 from relay.conversations.recording import Recordings
 from relay.conversations.renewal import UpstreamRenewal
 from relay.conversations.rollover import Rollover
-from relay.conversations.store import ConversationStore, database_url, shown_url
 from relay.conversations.tap import ConversationTap
 from relay.conversations.writer import HistoryWriter, problem_of
 from relay.metrics import RelayMetrics
+
+if TYPE_CHECKING:
+    from relay.conversations.store import ConversationStore
 
 _log = structlog.get_logger("relay.history")
 #: How long start-up waits for the history database before going on without it.
@@ -40,6 +42,9 @@ class Conversations:
         self.writer: HistoryWriter | None = None
         self.recordings: Recordings | None = None
         if config.history_on:
+            # Imported only when history is on: SQLAlchemy costs a relay without history most of a second to start.
+            from relay.conversations.store import ConversationStore, database_url
+
             self.store = ConversationStore(database_url(config.history_database_url, Path(config.data_dir)))
             if config.record_audio:
                 self.recordings = Recordings(Path(config.data_dir) / "recordings")
@@ -69,6 +74,8 @@ class Conversations:
         if self.store is None or self.writer is None:
             return
         self.store.connect()
+        from relay.conversations.store import shown_url
+
         database = shown_url(self.store.url)
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_SECONDS):

@@ -10,12 +10,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from relay.conversations.metrics import HistoryMetrics
 from relay.conversations.record import ConversationWrite, ItemWrite, UsageWrite, Write
-from relay.conversations.store import ConversationStore
+
+if TYPE_CHECKING:
+    from relay.conversations.store import ConversationStore
 
 _log = structlog.get_logger("relay.history")
 
