@@ -60,6 +60,10 @@ ASSISTANT_AUDIO_TOKENS_PER_SECOND = 20
 _EXACT_DUPLICATE_CHECK_BYTES = 256 * 1024
 #: Answers held for the client until its session.created (more are dropped: one per bad frame is enough).
 _MAX_HELD_BEFORE_CREATED = 100
+#: The two ways an SDK writes an audio append (compact, and the standard library's default separators).
+_APPEND_HEADS = ('{"type":"input_audio_buffer.append","audio":"', '{"type": "input_audio_buffer.append", "audio": "')
+#: How the Realtime API writes an audio delta (type first, the audio last).
+_DELTA_HEAD = '{"type":"response.output_audio.delta",'
 #: Base64 audio longer than this is decoded a slice at a time (a multiple of 4 characters: whole base64 quanta).
 _DECODE_SLICE_CHARS = 256 * 1024
 
@@ -209,6 +213,10 @@ class SessionState:
     @_created_first
     def from_client_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the client."""
+        if text.startswith(_APPEND_HEADS):
+            fast = self._plain_append(text)
+            if fast is not None:
+                return fast
         actions = Actions()
         size = payload_bytes(text)
         self._metrics.bytes_to_upstream.inc(size)
@@ -544,6 +552,10 @@ class SessionState:
     @_created_first
     def from_upstream_text(self, text: str) -> Actions:
         """Decide what to do with a text frame from the upstream."""
+        if text.startswith(_DELTA_HEAD):
+            fast = self._plain_delta(text)
+            if fast is not None:
+                return fast
         actions = Actions()
         self._metrics.bytes_to_client.inc(payload_bytes(text))
         try:
@@ -581,6 +593,60 @@ class SessionState:
             actions.to_upstream.extend(verdict.to_upstream)
         if spent is not None and actions.close is None:
             self._end_for_budget(actions, spent)
+        return actions
+
+    # -- the two events of every audio frame, judged without a full parse -------------------------------------
+
+    def _plain_append(self, text: str) -> Actions | None:
+        """An append written as the SDK writes it, `{"type": "input_audio_buffer.append", "audio": "..."}`, that
+        needs no resampling: decided from its text alone. None: anything else (then it is parsed as usual).
+
+        Exactly one such text is possible for each audio string: no other key, no escape, no quote inside the
+        audio, so what the upstream parses is what was judged (no duplicate key can hide in it)."""
+        if self._input_resampler is not None and not self._input_g711:
+            return None
+        start = len(_APPEND_HEADS[0]) if text[8] == '"' else len(_APPEND_HEADS[1])
+        audio = text[start:-2]
+        if not text.endswith('"}') or '"' in audio or "\\" in audio:
+            return None
+        size = payload_bytes(text)
+        if size > self._max_message_bytes:
+            return None
+        actions = Actions()
+        self._metrics.bytes_to_upstream.inc(size)
+        nbytes = _decoded_length(audio)
+        if self._frame_too_long(actions, nbytes / self._in_bytes_per_second, None):
+            return actions
+        self._count_audio_in(nbytes)
+        actions.to_upstream.append(text)
+        self._metrics.count_client_event("input_audio_buffer.append")
+        return actions
+
+    def _plain_delta(self, text: str) -> Actions | None:
+        """An audio delta whose `delta` comes last and that needs no resampling, decided from its text alone (the
+        response it belongs to is read from the fields before the audio). None: parse it as usual."""
+        at = text.rfind(',"delta":"')
+        if at < 0 or not text.endswith('"}'):
+            return None
+        head, delta = text[:at], text[at + 10 : -2]
+        if "\\" in head or '"' in delta or "\\" in delta:
+            return None
+        key = head.find(',"response_id":"')
+        if key < 0:
+            return None
+        end = head.find('"', key + 16)
+        response_id = head[key + 16 : end]
+        if self.output_rate != API_RATE and not self._g711_output_of(response_id):
+            return None  # resampled: the slow path decodes it
+        actions = Actions()
+        self._metrics.bytes_to_client.inc(payload_bytes(text))
+        self._metrics.count_upstream_event("response.output_audio.delta")
+        actions.audio_to_client = self._count_audio_out(_decoded_length(delta))
+        if response_id in self._cut_responses:
+            return actions  # the response was cut: audio still in flight from the upstream is not played
+        if response_id not in self._audio_started:
+            self._first_audio_of(response_id, actions)
+        actions.to_client.append(text)
         return actions
 
     def _upstream_fault(self, actions: Actions, kind: str, what: str) -> None:
