@@ -61,7 +61,10 @@ _EXACT_DUPLICATE_CHECK_BYTES = 256 * 1024
 #: Answers held for the client until its session.created (more are dropped: one per bad frame is enough).
 _MAX_HELD_BEFORE_CREATED = 100
 #: The two ways an SDK writes an audio append (compact, and the standard library's default separators).
-_APPEND_HEADS = ('{"type":"input_audio_buffer.append","audio":"', '{"type": "input_audio_buffer.append", "audio": "')
+_APPEND_HEADS = (
+    '{"type":"input_audio_buffer.append","audio":"',
+    '{"type": "input_audio_buffer.append", "audio": "',
+)
 #: How the Realtime API writes an audio delta (type first, the audio last).
 _DELTA_HEAD = '{"type":"response.output_audio.delta",'
 #: Base64 audio longer than this is decoded a slice at a time (a multiple of 4 characters: whole base64 quanta).
