@@ -201,6 +201,7 @@ def create_app(
     )
     door = Door(config, TokenSet.from_config(config), cookies, shared.limiter, simulated=simulated)
     conversations = runtime.conversations = Conversations(config, runtime.metrics)
+    conversations.budget.share(shared)
     logging.getLogger("uvicorn.error").addFilter(DENIAL_LOG_FILTER)
 
     def refused(request: DoorRequest, denial: Denial, where: str) -> None:
@@ -361,7 +362,10 @@ def create_app(
                 )
                 return
             seed = [protocol.dumps(event) for event in item_create_events(items)]
-        limited = conversations.budget.denial(identity)
+        try:
+            limited = await conversations.budget.denial(identity)
+        except SharedStateUnavailable:
+            limited = unavailable_denial()
         if limited is not None:
             await refuse(websocket, door_request, limited)
             return

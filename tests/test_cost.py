@@ -93,17 +93,17 @@ def test_prices_come_from_configuration_over_the_dated_defaults() -> None:
             load_config({"RELAY_PRICES": bad})
 
 
-def test_the_money_budget_is_per_identity_per_utc_day() -> None:
+async def test_the_money_budget_is_per_identity_per_utc_day() -> None:
     now = [dt.datetime(2026, 12, 2, 23, 0, tzinfo=dt.UTC).timestamp()]
     budget = CostBudget(1.0, clock=lambda: now[0])
     assert budget.spend("a", Decimal("0.6")) is None
     ended = budget.spend("a", Decimal("0.5"))
     assert ended is not None and "RELAY_DAILY_COST_BUDGET" in ended and "60 min" in ended
-    denial = budget.denial("a")
+    denial = await budget.denial("a")
     assert denial is not None and (denial.status, denial.reason) == (429, "cost_budget")
-    assert budget.denial("b") is None
+    assert await budget.denial("b") is None
     now[0] += 3600
-    assert budget.denial("a") is None and budget.spent("a") == 0
+    assert await budget.denial("a") is None and budget.spent("a") == 0
     assert CostBudget(0).spend("a", Decimal(10**6)) is None
 
 

@@ -85,6 +85,28 @@ async def _until_closed_on(relay: Any, timeout: float = 5) -> None:
         await asyncio.sleep(0.05)
 
 
+async def test_the_daily_money_budget_holds_across_two_relays(
+    start_relay: RelayFactory, redis_server: RedisServer, fake_upstream: Any
+) -> None:
+    a, b = await two_relays(
+        start_relay, redis_server, fake_upstream.url, daily_cost_budget="0.0000001", daily_token_budget="0"
+    )
+    async with opened(a.ws_url, additional_headers=bearer(TOKEN)) as ws:
+        await next_event(ws)
+        await ask_for_a_text_reply(ws)
+        _, code = await until_closed(ws, timeout=15)
+    assert code == 1008  # the reply that spent the money ended the session on a
+    await _until_closed_on(a)
+    # b never saw a cent of it, and refuses all the same: the dollars are counted in Redis.
+    spent = await refused(b.ws_url, additional_headers=bearer(TOKEN))
+    spent.says(429, "relay_limit_exceeded", "RELAY_DAILY_COST_BUDGET")
+    async with redis_server.client() as client:
+        [key] = await client.keys("relay:spent:usd:*")
+        assert 0 < float(await client.get(key) or 0) < 1
+    async with opened(b.ws_url, additional_headers=bearer(OTHER_TOKEN)) as other:
+        assert (await next_event(other))["type"] == "session.created"
+
+
 async def test_the_daily_budget_holds_across_two_relays(
     start_relay: RelayFactory, redis_server: RedisServer, fake_upstream: Any
 ) -> None:
