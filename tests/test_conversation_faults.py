@@ -21,22 +21,23 @@ from tests.test_conversation_history import ALICE, BOB, fresh_database, spoken_c
 
 Factory = Callable[..., Awaitable[ProxiedRelay[InProcessRelay]]]
 FAST = 0.001  # a frame the relay forwards within a millisecond
+STALLED = 0.01  # a frame held this long was waited on (a database write on the forwarding path would do that)
 
 
 def _latency(relay: ProxiedRelay[InProcessRelay]) -> dict[str, tuple[float, float]]:
-    """Per direction: the share of frames forwarded within FAST, and the mean forwarding time."""
+    """Per direction: the share of frames forwarded within FAST, and how many were held longer than STALLED."""
     registry = relay.inner.metrics.registry
     shown = {}
     for direction in ("to_upstream", "to_client"):
         labels = {"direction": direction}
         count = registry.get_sample_value("relay_forward_latency_seconds_count", labels) or 0
-        total = registry.get_sample_value("relay_forward_latency_seconds_sum", labels) or 0
-        fast = (
-            registry.get_sample_value("relay_forward_latency_seconds_bucket", {**labels, "le": str(FAST)})
+        fast, within = (
+            registry.get_sample_value("relay_forward_latency_seconds_bucket", {**labels, "le": str(bound)})
             or 0
+            for bound in (FAST, STALLED)
         )
         assert count > 20, f"too few frames {direction} to compare"
-        shown[direction] = (fast / count, total / count)
+        shown[direction] = (fast / count, count - within)
     return shown
 
 
@@ -52,11 +53,12 @@ async def _eventually(check: Callable[[], bool], timeout: float = 15) -> None:
 
 
 def _unchanged(healthy: dict[str, tuple[float, float]], faulty: dict[str, tuple[float, float]]) -> None:
-    for direction, (fast, mean) in faulty.items():
-        healthy_fast, healthy_mean = healthy[direction]
-        # Generous bounds for a shared machine: the share of sub-millisecond frames stays, the mean stays small.
+    for direction, (fast, stalled) in faulty.items():
+        healthy_fast, healthy_stalled = healthy[direction]
+        # Bounds for a shared machine: the share of sub-millisecond frames stays, and at most one more frame is
+        # held 10 ms (a garbage-collector pause can hold one; a write on the forwarding path holds one per write).
         assert fast >= healthy_fast - 0.15, (direction, healthy, faulty)
-        assert mean <= max(3 * healthy_mean, 0.002), (direction, healthy, faulty)
+        assert stalled <= healthy_stalled + 1, (direction, healthy, faulty)
 
 
 async def test_a_locked_slow_or_gone_database_delays_no_frame_and_ends_no_session(
